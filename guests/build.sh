@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# Build a test guest for vm-test-driver into a cache outside the git tree.
+#
+# Usage: guests/build.sh tiny|systemd
+#
+# Prints one line on stdout: the directory holding the guest's NixOS-style start script
+# (run-tiny-vm or run-systemd-vm). Everything else (progress, tool output) goes to stderr.
+#
+# Cache: ${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}/<guest>-<hash>, where <hash>
+# is the first 16 hex digits of a sha256 over this script and the guest's files under guests/<guest>/.
+# A directory with a .complete stamp is reused as is. Builds go to a temporary directory next to it that is
+# renamed into place; concurrent builds of the same guest are serialised with flock.
+#
+# Guests:
+#   tiny     Debian's cloud kernel + an initramfs of busybox-static (busybox init, virtio modules,
+#            backdoor shell on /dev/hvc0). Builds in seconds, reaches the backdoor in a few seconds under TCG.
+#   systemd  debootstrap'ed Debian bookworm (minbase + systemd) on a read-only ext4 base image; each start
+#            script run gets its own qcow2 overlay ($NIX_DISK_IMAGE or $TMPDIR/systemd.qcow2).
+#
+# Start-script contract (as NixOS's run-<name>-vm): reads QEMU_OPTS (split on spaces), QEMU_NET_OPTS (appended to
+# the user netdev), QEMU_KERNEL_PARAMS, TMPDIR and USE_TMPDIR (a fresh temp dir unless both are set), creates
+# $TMPDIR/xchg and runs in $TMPDIR; extra arguments are passed on to QEMU. The scripts set no accelerator,
+# serial, monitor or display: the caller adds them (e.g. -accel tcg -display none -serial stdio ...).
+# SHARED_DIR and xchg are not shared with the guest (the cloud kernel has no 9p).
+#
+# Needs root (mknod, debootstrap, chroot) and these Debian packages: apt, dpkg, coreutils, util-linux,
+# busybox-static, cpio, gzip (tiny); debootstrap, e2fsprogs (systemd); network access to a Debian mirror.
+set -euo pipefail
+
+log() { printf 'build.sh: %s\n' "$*" >&2; }
+die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
+
+need() { # need TOOL DEBIAN-PACKAGE
+    command -v "$1" >/dev/null 2>&1 || die "'$1' not found; install the Debian package '$2' (apt-get install $2)"
+}
+
+# Quote a string for /bin/sh (single quotes).
+shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+
+usage() { echo "usage: $0 tiny|systemd" >&2; exit 2; }
+
+[ $# -eq 1 ] || usage
+guest=$1
+case "$guest" in tiny|systemd) ;; *) usage ;; esac
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[ -d "$here/$guest" ] || die "missing $here/$guest (the guest's files)"
+
+for t in sha256sum:coreutils flock:util-linux apt-get:apt apt-cache:apt dpkg-deb:dpkg \
+         mktemp:coreutils find:findutils sed:sed; do
+    need "${t%%:*}" "${t#*:}"
+done
+
+# Hash of the build inputs: this script and the guest's files (names and contents).
+hash=$(cd "$here" && find build.sh "$guest" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+       | sha256sum | cut -c1-16)
+
+cache=${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}
+final=$cache/$guest-$hash
+
+if [ -e "$final/.complete" ]; then
+    printf '%s\n' "$final"
+    exit 0
+fi
+
+[ "$(id -u)" -eq 0 ] || die "building the $guest guest needs root (mknod/debootstrap/chroot); run as root"
+
+mkdir -p "$cache"
+exec 9>"$cache/.lock-$guest-$hash"
+flock 9
+if [ -e "$final/.complete" ]; then # someone else built it while we waited
+    printf '%s\n' "$final"
+    exit 0
+fi
+
+work=""
+cleanup() {
+    local rc=$?
+    if [ -n "$work" ] && [ -d "$work" ]; then
+        # debootstrap may leave /proc, /sys etc. mounted in the chroot when it fails.
+        set +e
+        findmnt -rn -o TARGET 2>/dev/null | grep -F "$work/" | sort -r | while read -r m; do
+            umount -l "$m" 2>/dev/null
+        done
+        rm -rf --one-file-system "$work"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+work=$(mktemp -d "$cache/.build-$guest-$hash.XXXXXX")
+out=$work/out # becomes $final
+mkdir "$out"
+start_time=$(date +%s)
+
+# --- Debian's cloud kernel (tiny guest) ---------------------------------------------------------------------
+
+# Prints the current linux-image-<ver>-cloud-amd64 package name.
+cloud_kernel_package() {
+    local pkg
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null \
+          | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -n1)
+    if [ -z "$pkg" ]; then
+        log "linux-image-cloud-amd64 unknown to apt; running apt-get update"
+        apt-get update >&2
+        pkg=$(apt-cache depends linux-image-cloud-amd64 \
+              | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -n1)
+    fi
+    [ -n "$pkg" ] || die "cannot find the version of linux-image-cloud-amd64 (apt-cache depends)"
+    printf '%s\n' "$pkg"
+}
+
+# apt-get download PKG into the current directory, updating the package lists once if it fails.
+download() {
+    # (as root into a directory _apt cannot read: no sandbox user, and no warning about it)
+    if ! apt-get -o APT::Sandbox::User=root download "$1" >&2; then
+        log "apt-get download $1 failed; running apt-get update and retrying"
+        apt-get update >&2
+        apt-get -o APT::Sandbox::User=root download "$1" >&2
+    fi
+}
+
+build_tiny() {
+    need busybox busybox-static
+    need cpio cpio
+    need gzip gzip
+    dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+        || die "the tiny guest needs a static busybox: install the Debian package 'busybox-static'"
+    local bb
+    bb=$(command -v busybox)
+
+    local pkg kver
+    pkg=$(cloud_kernel_package)
+    kver=${pkg#linux-image-}
+    log "tiny: kernel $pkg"
+    mkdir "$work/deb"
+    (cd "$work/deb" && download "$pkg")
+    dpkg-deb -x "$work"/deb/"$pkg"_*.deb "$work/kernel"
+    cp "$work/kernel/boot/vmlinuz-$kver" "$out/bzImage"
+    echo "$kver" > "$out/kernel-version"
+
+    local root=$work/initramfs moddir=$work/kernel/lib/modules/$kver
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/init.d,proc,sys,dev,tmp,run,root,lib/modules,usr/share/udhcpc}
+    cp "$bb" "$root/bin/busybox"
+    local applet
+    for applet in $("$bb" --list-full); do
+        [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+    done
+    ln -sf busybox "$root/bin/sh"
+    ln -s /bin/busybox "$root/init"
+    mknod -m 600 "$root/dev/console" c 5 1
+    mknod -m 666 "$root/dev/null" c 1 3
+
+    # Modules, decompressed, in load order; built-in ones are skipped.
+    : > "$root/etc/modules-load"
+    local m f
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console \
+             failover net_failover virtio_net; do
+        if grep -Eq "/${m//_/[_-]}\.ko\$" "$moddir/modules.builtin"; then
+            log "tiny: $m is built in"
+            continue
+        fi
+        f=$(find "$moddir/kernel" -regextype posix-extended \
+                 -regex ".*/${m//_/[_-]}\.ko(\.xz|\.zst|\.gz)?" | head -n1)
+        [ -n "$f" ] || die "kernel module $m not found in $pkg"
+        case "$f" in
+            *.ko)     cp "$f" "$root/lib/modules/$m.ko" ;;
+            *.ko.xz)  need xz xz-utils; xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
+            *.ko.zst) need zstd zstd; zstd -qdc "$f" > "$root/lib/modules/$m.ko" ;;
+            *.ko.gz)  gzip -dc "$f" > "$root/lib/modules/$m.ko" ;;
+        esac
+        echo "$m" >> "$root/etc/modules-load"
+    done
+
+    install -m 644 "$here/tiny/inittab" "$root/etc/inittab"
+    install -m 755 "$here/tiny/rcS" "$root/etc/init.d/rcS"
+    install -m 755 "$here/tiny/backdoor" "$root/bin/backdoor"
+    install -m 755 "$here/tiny/udhcpc.script" "$root/etc/udhcpc.script"
+    echo tiny > "$root/etc/hostname"
+    printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
+    printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+    printf 'root:x:0:\n' > "$root/etc/group"
+    printf 'export PS1="\\h:\\w# "\n' > "$root/root/.profile"
+    : > "$root/etc/resolv.conf"
+
+    log "tiny: packing the initramfs"
+    (cd "$root" && find . -print0 | LC_ALL=C sort -z \
+        | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) | gzip -9n > "$out/initrd"
+
+    write_start_script tiny 256 "console=ttyS0 loglevel=4 panic=-1" \
+        "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" ""
+}
+
+# --- systemd guest ------------------------------------------------------------------------------------------
+
+# Writes an empty qcow2 (version 3, 64 KiB clusters) of SIZE bytes backed by the raw image BACKING.
+# Written by hand so that neither the build nor the start script needs qemu-img (Debian's qemu-utils).
+# Layout: cluster 0 header, 1 refcount table, 2 refcount block, 3 L1 table (all L1 entries zero).
+write_qcow2_overlay() { # FILE SIZE BACKING
+    local file=$1 size=$2 backing=$3
+    local cluster=65536 l1_size
+    l1_size=$(( (size + 512 * 1024 * 1024 - 1) / (512 * 1024 * 1024) )) # an L2 table maps 512 MiB
+    [ ${#backing} -lt 1000 ] || die "backing file path too long for qcow2: $backing"
+    [ $((l1_size * 8)) -le $cluster ] || die "image too large for this qcow2 writer"
+    be() { # BYTES VALUE: big-endian escape string
+        local n=$1 v=$2 s="" i
+        for ((i = n - 1; i >= 0; i--)); do s+=$(printf '\\x%02x' $(( (v >> (8 * i)) & 255 ))); done
+        printf '%s' "$s"
+    }
+    local hdr=""
+    hdr+='QFI\xfb'                 # magic
+    hdr+=$(be 4 3)                 # version
+    hdr+=$(be 8 128)               # backing_file_offset (after header and extensions)
+    hdr+=$(be 4 ${#backing})       # backing_file_size
+    hdr+=$(be 4 16)                # cluster_bits
+    hdr+=$(be 8 "$size")           # size
+    hdr+=$(be 4 0)                 # crypt_method
+    hdr+=$(be 4 "$l1_size")        # l1_size
+    hdr+=$(be 8 $((3 * cluster)))  # l1_table_offset
+    hdr+=$(be 8 $((1 * cluster)))  # refcount_table_offset
+    hdr+=$(be 4 1)                 # refcount_table_clusters
+    hdr+=$(be 4 0)                 # nb_snapshots
+    hdr+=$(be 8 0)                 # snapshots_offset
+    hdr+=$(be 8 0)                 # incompatible_features
+    hdr+=$(be 8 0)                 # compatible_features
+    hdr+=$(be 8 0)                 # autoclear_features
+    hdr+=$(be 4 4)                 # refcount_order (16-bit refcounts)
+    hdr+=$(be 4 104)               # header_length
+    hdr+=$(be 4 $((0xE2792ACA)))   # extension: backing file format
+    hdr+=$(be 4 3)
+    hdr+='raw\x00\x00\x00\x00\x00' # "raw" padded to 8 bytes
+    hdr+=$(be 4 0)                 # end of extensions
+    hdr+=$(be 4 0)
+    # offset 128: the backing file name
+    {
+        printf '%b' "$hdr"
+        printf '%s' "$backing"
+    } > "$file"
+    truncate -s $((4 * cluster)) "$file"
+    # refcount table entry 0 -> refcount block at cluster 2
+    printf '%b' "$(be 8 $((2 * cluster)))" | dd of="$file" bs=1 seek=$((1 * cluster)) conv=notrunc status=none
+    # refcount block: clusters 0..3 are in use once each
+    printf '%b' "$(be 2 1)$(be 2 1)$(be 2 1)$(be 2 1)" \
+        | dd of="$file" bs=1 seek=$((2 * cluster)) conv=notrunc status=none
+    [ "$(stat -c %s "$file")" -eq $((4 * cluster)) ] || die "qcow2 writer produced a wrong size"
+}
+
+build_systemd() {
+    need debootstrap debootstrap
+    need mkfs.ext4 e2fsprogs
+    need chroot coreutils
+    need truncate coreutils
+    need dd coreutils
+
+    local root=$work/root
+    local mirror=${VMTD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+    log "systemd: debootstrap bookworm from $mirror (takes a minute or two)"
+    debootstrap --variant=minbase \
+        --include=systemd,systemd-sysv,udev,linux-image-cloud-amd64,netcat-openbsd,iproute2,procps,busybox-static,iputils-ping \
+        bookworm "$root" "$mirror" >&2
+
+    log "systemd: configuring"
+    echo systemd > "$root/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 systemd\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+    printf '/dev/vda / ext4 rw,errors=remount-ro 0 0\n' > "$root/etc/fstab"
+    # Empty root password: the VGA console (getty@tty1) logs in without a password.
+    sed -i 's/^root:[^:]*:/root::/' "$root/etc/shadow"
+    # Every boot generates a fresh machine id (an empty file is not "first boot").
+    : > "$root/etc/machine-id"
+    rm -f "$root/var/lib/dbus/machine-id"
+
+    local sd=$root/etc/systemd/system
+    install -m 755 "$here/systemd/backdoor" "$root/usr/local/sbin/backdoor"
+    install -m 644 "$here/systemd/backdoor.service" "$sd/backdoor.service"
+    mkdir -p "$sd/multi-user.target.wants"
+    ln -sf ../backdoor.service "$sd/multi-user.target.wants/backdoor.service"
+    mkdir -p "$root/etc/systemd/journald.conf.d"
+    install -m 644 "$here/systemd/journald.conf" "$root/etc/systemd/journald.conf.d/50-vmtd.conf"
+
+    # Network: systemd-networkd, DHCP on Ethernet; nothing waits for it.
+    mkdir -p "$root/etc/systemd/network" "$sd/sockets.target.wants" "$sd/network-online.target.wants"
+    install -m 644 "$here/systemd/50-ether.network" "$root/etc/systemd/network/50-ether.network"
+    ln -sf /lib/systemd/system/systemd-networkd.service "$sd/multi-user.target.wants/systemd-networkd.service"
+    ln -sf /lib/systemd/system/systemd-networkd.socket "$sd/sockets.target.wants/systemd-networkd.socket"
+
+    # Mask what fights the backdoor for the consoles or slows a TCG boot (one CPU: everything that runs at
+    # boot delays everything else). getty-static would start gettys on tty2-6; getty@tty1 stays.
+    local u
+    for u in serial-getty@ttyS0.service serial-getty@hvc0.service getty-static.service \
+             systemd-udev-settle.service systemd-networkd-wait-online.service \
+             apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer e2scrub_reap.service \
+             fstrim.timer systemd-timesyncd.service systemd-tmpfiles-clean.timer dpkg-db-backup.timer \
+             systemd-fsck-root.service systemd-fsckd.service systemd-fsckd.socket \
+             systemd-update-utmp.service systemd-update-utmp-runlevel.service systemd-hwdb-update.service \
+             systemd-journal-catalog-update.service ldconfig.service systemd-firstboot.service \
+             systemd-random-seed.service systemd-pstore.service systemd-repart.service \
+             modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@loop.service \
+             dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount; do
+        ln -sf /dev/null "$sd/$u"
+    done
+
+    # A small initrd: only the root disk's and the backdoor console's modules (MODULES=most loads ~190
+    # modules under TCG; and virtio_console there means /dev/hvc0 exists when systemd starts).
+    install -m 644 "$here/systemd/initramfs-modules" "$root/etc/initramfs-tools/modules"
+    printf 'MODULES=list\nCOMPRESS=gzip\n' > "$root/etc/initramfs-tools/conf.d/vmtd.conf"
+    chroot "$root" update-initramfs -u -k all >&2
+
+    # Smaller image: no package caches, docs or manuals.
+    rm -rf "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+           "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
+
+    local kver
+    kver=$(cd "$root/boot" && ls vmlinuz-* | sed 's/^vmlinuz-//' | sort -V | tail -n1)
+    [ -n "$kver" ] && [ -f "$root/boot/initrd.img-$kver" ] || die "no kernel/initrd in $root/boot"
+    cp "$root/boot/vmlinuz-$kver" "$out/bzImage"
+    cp "$root/boot/initrd.img-$kver" "$out/initrd"
+    echo "$kver" > "$out/kernel-version"
+
+    # Base image (sparse): 1 GiB, or twice the tree's size if that is more, rounded to 64 MiB.
+    local used size
+    used=$(du -s --block-size=1M "$root" | cut -f1)
+    size=$(( used * 2 > 1024 ? used * 2 : 1024 ))
+    size=$(( (size + 63) / 64 * 64 ))
+    log "systemd: making a ${size} MiB ext4 base image from ${used} MiB"
+    mkfs.ext4 -q -F -L root -d "$root" "$out/base.img" "${size}M" >&2
+    chmod 444 "$out/base.img"
+    write_qcow2_overlay "$out/overlay-template.qcow2" $((size * 1024 * 1024)) "$final/base.img"
+    chmod 444 "$out/overlay-template.qcow2"
+
+    write_start_script systemd 512 "root=/dev/vda rw console=ttyS0 loglevel=4 net.ifnames=0" \
+        "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
+        "$(shq "$final/overlay-template.qcow2")"
+}
+
+# --- start script -------------------------------------------------------------------------------------------
+
+# write_start_script NAME MEM-MiB KERNEL-PARAMS KERNEL-ARGS OVERLAY-TEMPLATE(quoted, or empty: no disk)
+write_start_script() {
+    local name=$1 mem=$2 params=$3 kargs=$4 template=$5
+    local s=$out/run-$name-vm
+    {
+        cat <<EOF
+#!/bin/sh
+# Start script of the vm-test-driver "$name" test guest, generated by guests/build.sh (NixOS run-<name>-vm
+# contract): QEMU_OPTS, QEMU_NET_OPTS, QEMU_KERNEL_PARAMS, TMPDIR, USE_TMPDIR$([ -n "$template" ] && echo ", NIX_DISK_IMAGE").
+# Extra arguments go to QEMU; accelerator, serial, monitor and display are the caller's to add.
+set -e
+if [ -z "\$TMPDIR" ] || [ -z "\$USE_TMPDIR" ]; then
+    TMPDIR=\$(mktemp -d nix-vm.XXXXXXXXXX --tmpdir)
+fi
+export TMPDIR
+mkdir -p "\$TMPDIR/xchg"
+cd "\$TMPDIR"
+EOF
+        if [ -n "$template" ]; then
+            cat <<EOF
+# A private copy-on-write overlay on the shared read-only base image.
+disk=\${NIX_DISK_IMAGE:-\$TMPDIR/$name.qcow2}
+if [ ! -e "\$disk" ]; then
+    cp $template "\$disk"
+    chmod u+w "\$disk"
+fi
+EOF
+        fi
+        cat <<EOF
+set -f # QEMU_OPTS is split on spaces, but not globbed
+exec qemu-system-x86_64 -name $name -m $mem -smp 1 -nodefaults -vga std \\
+    $kargs \\
+    -append "$params \$QEMU_KERNEL_PARAMS" \\
+EOF
+        if [ -n "$template" ]; then
+            printf '    -drive "file=$disk,if=virtio,format=qcow2" \\\n'
+        fi
+        cat <<EOF
+    -device virtio-rng-pci \\
+    -netdev "user,id=user.0\${QEMU_NET_OPTS:+,\$QEMU_NET_OPTS}" -device virtio-net-pci,netdev=user.0 \\
+    \$QEMU_OPTS "\$@"
+EOF
+    } > "$s"
+    chmod 755 "$s"
+}
+
+"build_$guest"
+
+cat > "$out/README" <<EOF
+vm-test-driver test guest "$guest", built by guests/build.sh (inputs hash $hash) on $(date -u +%Y-%m-%dT%H:%M:%SZ).
+Start script: run-$guest-vm. Kernel: $(cat "$out/kernel-version").
+EOF
+touch "$out/.complete"
+if [ -e "$final" ]; then # an incomplete leftover of an interrupted build (we hold the lock)
+    log "removing incomplete $final"
+    rm -rf --one-file-system "$final"
+fi
+mv -T "$out" "$final"
+log "$guest guest built in $(( $(date +%s) - start_time )) s: $final ($(du -sh "$final" | cut -f1))"
+printf '%s\n' "$final"
