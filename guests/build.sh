@@ -73,17 +73,26 @@ if [ -e "$final/.complete" ]; then # someone else built it while we waited
     exit 0
 fi
 
+# Removes a build tree; debootstrap may leave /proc, /sys etc. mounted in the chroot when it fails.
+remove_tree() {
+    findmnt -rn -o TARGET 2>/dev/null | grep -F "$1/" | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done || true
+    rm -rf --one-file-system "$1"
+}
+
+# Leftovers of killed builds of this guest (we hold the lock, so nobody is using them).
+for stale in "$cache/.build-$guest-$hash".*; do
+    [ -e "$stale" ] || continue
+    log "removing the leftover $stale"
+    remove_tree "$stale"
+done
+
 work=""
 cleanup() {
     local rc=$?
-    if [ -n "$work" ] && [ -d "$work" ]; then
-        # debootstrap may leave /proc, /sys etc. mounted in the chroot when it fails.
-        set +e
-        findmnt -rn -o TARGET 2>/dev/null | grep -F "$work/" | sort -r | while read -r m; do
-            umount -l "$m" 2>/dev/null
-        done
-        rm -rf --one-file-system "$work"
-    fi
+    set +e
+    [ -n "$work" ] && [ -d "$work" ] && remove_tree "$work"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -329,7 +338,7 @@ build_systemd() {
     write_qcow2_overlay "$out/overlay-template.qcow2" $((size * 1024 * 1024)) "$final/base.img"
     chmod 444 "$out/overlay-template.qcow2"
 
-    write_start_script systemd 512 "root=/dev/vda rw console=ttyS0 loglevel=4 net.ifnames=0" \
+    write_start_script systemd 512 "root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0" \
         "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
         "$(shq "$final/overlay-template.qcow2")"
 }
@@ -391,7 +400,7 @@ EOF
 touch "$out/.complete"
 if [ -e "$final" ]; then # an incomplete leftover of an interrupted build (we hold the lock)
     log "removing incomplete $final"
-    rm -rf --one-file-system "$final"
+    remove_tree "$final"
 fi
 mv -T "$out" "$final"
 log "$guest guest built in $(( $(date +%s) - start_time )) s: $final ($(du -sh "$final" | cut -f1))"

@@ -13,9 +13,10 @@ connects to it, as it does to the driver), and checks:
   * `uname -r; echo hello >&2; echo done` answers exactly "<release>\\ndone\\n" on the shell channel, i.e. what
     was sent is not echoed back (stty -echo took effect) and stderr did not go to the shell channel;
   * "hello" (the command's stderr) shows up on the serial console;
+  * systemd guests: `systemctl is-system-running --wait` returns (the boot has finished);
   * `systemctl poweroff || poweroff` makes QEMU exit by itself with status 0.
-It prints the seconds from QEMU start to the banner per run and their median, the command round trip and the
-time from the poweroff command to QEMU's exit. With -v the serial console is copied to stderr.
+It prints per run the seconds from QEMU start to the banner ("banner") and to the end of the boot ("booted"),
+the first command's round trip and the time from the poweroff command to QEMU's exit; then the medians. With -v the serial console is copied to stderr.
 Exit status 0 when every check of every run passed.
 """
 import argparse
@@ -119,6 +120,12 @@ def one_run(script, args, n):
             if not res["stderr_on_serial"]:
                 failures.append("the command's stderr ('hello') did not show up on the serial console")
 
+            # systemd: until the boot has finished (multi-user.target and everything else queued).
+            conn.sendall(b"command -v systemctl >/dev/null && systemctl is-system-running --wait >/dev/null; "
+                         b"echo booted\n")
+            _, buf = read_until(conn, buf, b"booted\n", deadline)
+            res["booted"] = time.monotonic() - t0
+
             t2 = time.monotonic()
             conn.sendall(b"systemctl poweroff 2>/dev/null || poweroff\n")
             rc = qemu.wait(timeout=max(1, deadline - time.monotonic()))
@@ -164,15 +171,17 @@ def main():
     if len(scripts) != 1:
         sys.exit(f"expected exactly one run-*-vm in {args.guest_dir}, found {scripts}")
     print(f"guest: {scripts[0]}", flush=True)
-    banners, ok = [], True
+    times, ok = {"banner": [], "booted": []}, True
     for n in range(1, args.runs + 1):
         res, failures = one_run(scripts[0], args, n)
         ok = ok and not failures
-        if "banner" in res:
-            banners.append(res["banner"])
-    if banners:
-        print(f"banner after QEMU start: median {statistics.median(banners):.2f} s "
-              f"(runs: {', '.join(f'{b:.2f}' for b in banners)})")
+        for k, v in times.items():
+            if k in res:
+                v.append(res[k])
+    for k, v in times.items():
+        if v:
+            print(f"{k} after QEMU start: median {statistics.median(v):.2f} s "
+                  f"(runs: {', '.join(f'{b:.2f}' for b in v)})")
     print("OK" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
