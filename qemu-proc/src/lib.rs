@@ -43,7 +43,7 @@ pub use child::{become_subreaper, live_members, Child, DROP_GRACE};
 pub use error::Error;
 pub use plan::{
     launch_plan, machine_name_from_script, BuiltinVm, LaunchOptions, LaunchPlan, MachinePaths,
-    ProgramKind, StartCommand, DEFAULT_HDA_INTERFACE, DEFAULT_MEMORY_MB, DEFAULT_QEMU_BINARY,
-    MAX_SOCKET_PATH,
+    ProgramKind, StartCommand, BACKDOOR_PORT_NAME, DEFAULT_HDA_INTERFACE, DEFAULT_MEMORY_MB,
+    DEFAULT_QEMU_BINARY, MAX_SOCKET_PATH,
 };
 pub use state::StateRoot;

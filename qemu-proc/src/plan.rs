@@ -17,6 +17,10 @@ pub const DEFAULT_HDA_INTERFACE: &str = "virtio";
 /// Longest path that fits into `sockaddr_un.sun_path` with its terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// Name of the flow-controlled virtio-serial port offered beside `/dev/hvc0` for the backdoor shell
+/// (`/sys/class/virtio-ports/*/name` in the guest; `/dev/virtio-ports/<name>` with udev).
+pub const BACKDOOR_PORT_NAME: &str = "org.vmtd.backdoor";
+
 /// How a machine is started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartCommand {
@@ -62,8 +66,10 @@ pub struct MachinePaths {
     pub state_dir: PathBuf,
     /// HMP monitor socket; the driver listens, QEMU connects.
     pub monitor: PathBuf,
-    /// Backdoor shell socket; the driver listens, QEMU connects.
+    /// Backdoor shell socket behind `/dev/hvc0` (virtconsole); the driver listens, QEMU connects.
     pub shell: PathBuf,
+    /// Backdoor shell socket behind the flow-controlled port [`BACKDOOR_PORT_NAME`]; likewise.
+    pub shell_port: PathBuf,
     /// QMP socket; QEMU listens.
     pub qmp: PathBuf,
     /// Directory shared with the guest (`SHARED_DIR`).
@@ -79,6 +85,7 @@ impl MachinePaths {
         MachinePaths {
             monitor: state_dir.join("monitor"),
             shell: state_dir.join("shell"),
+            shell_port: state_dir.join("shell-port"),
             qmp: state_dir.join("qmp"),
             state_dir,
             shared_dir,
@@ -87,7 +94,7 @@ impl MachinePaths {
 
     /// Fails if a socket path is too long for `sockaddr_un` (a deep `$TMPDIR` can do that).
     pub fn check_socket_paths(&self) -> Result<(), Error> {
-        for path in [&self.monitor, &self.shell, &self.qmp] {
+        for path in [&self.monitor, &self.shell, &self.shell_port, &self.qmp] {
             let len = path.as_os_str().len();
             if len > MAX_SOCKET_PATH {
                 return Err(Error::SocketPathTooLong {
@@ -174,7 +181,10 @@ pub fn machine_name_from_script(path: &Path) -> Result<String, Error> {
 ///
 /// Both kinds get, after their own arguments: `-machine accel=<kvm|tcg>`, `-display none`,
 /// `-serial stdio`, `-monitor unix:<monitor>`, `-chardev socket,id=shell,path=<shell>`,
-/// `-device virtio-serial`, `-device virtconsole,chardev=shell`, `-qmp unix:<qmp>,server=on,wait=off`,
+/// `-device virtio-serial`, `-device virtconsole,chardev=shell`,
+/// `-chardev socket,id=shell-port,path=<shell_port>`,
+/// `-device virtserialport,chardev=shell-port,name=`[`BACKDOOR_PORT_NAME`],
+/// `-qmp unix:<qmp>,server=on,wait=off`,
 /// `-no-reboot` unless `allow_reboot`, then `extra_qemu_opts`.
 ///
 /// A script gets them as arguments (it passes `"$@"` to QEMU) and `TMPDIR`, `SHARED_DIR` and
@@ -298,10 +308,19 @@ fn common_args(paths: &MachinePaths, opts: &LaunchOptions) -> Vec<OsString> {
             "virtio-serial",
             "-device",
             "virtconsole,chardev=shell",
-            "-qmp",
+            "-chardev",
         ]
         .map(OsString::from),
     );
+    // QEMU drops console data when the host reads too slowly (virtio-console.c: consoles are never
+    // throttled), so guests that know it use a plain port, which is flow-controlled.
+    args.push(concat(&[
+        "socket,id=shell-port,path=".as_ref(),
+        &escape_commas(paths.shell_port.as_os_str()),
+    ]));
+    args.push("-device".into());
+    args.push(format!("virtserialport,chardev=shell-port,name={BACKDOOR_PORT_NAME}").into());
+    args.push("-qmp".into());
     args.push(concat(&[
         "unix:".as_ref(),
         &escape_commas(paths.qmp.as_os_str()),
@@ -401,6 +420,10 @@ mod tests {
                 "virtio-serial",
                 "-device",
                 "virtconsole,chardev=shell",
+                "-chardev",
+                "socket,id=shell-port,path=/tmp/vmtd-1/vm-state-foo/shell-port",
+                "-device",
+                "virtserialport,chardev=shell-port,name=org.vmtd.backdoor",
                 "-qmp",
                 "unix:/tmp/vmtd-1/vm-state-foo/qmp,server=on,wait=off",
                 "-no-reboot",
@@ -505,6 +528,10 @@ mod tests {
                 "virtio-serial",
                 "-device",
                 "virtconsole,chardev=shell",
+                "-chardev",
+                "socket,id=shell-port,path=/tmp/vmtd-1/vm-state-foo/shell-port",
+                "-device",
+                "virtserialport,chardev=shell-port,name=org.vmtd.backdoor",
                 "-qmp",
                 "unix:/tmp/vmtd-1/vm-state-foo/qmp,server=on,wait=off",
                 "-no-reboot",

@@ -21,6 +21,7 @@ struct Machine {
     paths: MachinePaths,
     monitor: UnixListener,
     shell: UnixListener,
+    shell_port: UnixListener,
 }
 
 fn machine() -> Machine {
@@ -29,11 +30,13 @@ fn machine() -> Machine {
     paths.check_socket_paths().unwrap();
     let monitor = UnixListener::bind(&paths.monitor).unwrap();
     let shell = UnixListener::bind(&paths.shell).unwrap();
+    let shell_port = UnixListener::bind(&paths.shell_port).unwrap();
     Machine {
         _root: root,
         paths,
         monitor,
         shell,
+        shell_port,
     }
 }
 
@@ -110,6 +113,7 @@ fn start(m: &Machine, plan: &LaunchPlan) -> (Child, UnixStream, UnixStream) {
     let mut child = Child::spawn(plan, child_in, child_out, child_err).unwrap();
     let mut monitor = accept(&m.monitor, &mut child, &mut stderr);
     let _shell = accept(&m.shell, &mut child, &mut stderr);
+    let _shell_port = accept(&m.shell_port, &mut child, &mut stderr);
     let banner = read_until(&mut monitor, "(qemu) ");
     assert!(banner.contains("QEMU 7."), "{banner:?}");
     assert!(m.paths.qmp.exists(), "no QMP socket");
