@@ -1,1 +1,249 @@
-//! placeholder
+//! The high-level API of the VM test driver: a [`Driver`] owns the machines of one test run and one
+//! single-threaded event loop that serves every channel of every machine (serial console, monitor,
+//! backdoor shell, child exits); a [`Machine`] is a cheap handle with the NixOS driver's method names.
+//!
+//! ```no_run
+//! use driver::{Driver, StartCommand};
+//!
+//! let driver = Driver::new()?;
+//! let vm = driver.add_machine(StartCommand::Script("guests/out/run-tiny-vm".into()))?;
+//! assert_eq!(vm.name(), "tiny");
+//! let kernel = vm.succeed("uname -r")?;
+//! println!("{kernel}");
+//! vm.shutdown()?;
+//! # Ok::<(), driver::Error>(())
+//! ```
+
+mod console;
+mod core;
+mod machine;
+
+pub use machine::Machine;
+pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
+
+use crate::core::{Core, Vm};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a wait lasts when the caller gives no timeout (as the NixOS driver).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Errors of the driver API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A wait ran out of time.
+    #[error("machine {machine}: timed out after {after:?} waiting for {what}; last seen:\n{last}")]
+    Timeout {
+        /// The machine waited on.
+        machine: String,
+        /// What was awaited.
+        what: String,
+        /// How long the wait lasted.
+        after: Duration,
+        /// The last thing seen (command output, console lines).
+        last: String,
+    },
+    /// `succeed` got a non-zero exit status.
+    #[error("machine {machine}: command `{command}` failed (exit status {status}); output:\n{output}")]
+    CommandFailed {
+        /// The machine.
+        machine: String,
+        /// The command text.
+        command: String,
+        /// Its exit status.
+        status: i32,
+        /// Its stdout.
+        output: String,
+    },
+    /// `fail` got exit status 0.
+    #[error("machine {machine}: command `{command}` unexpectedly succeeded; output:\n{output}")]
+    UnexpectedSuccess {
+        /// The machine.
+        machine: String,
+        /// The command text.
+        command: String,
+        /// Its stdout.
+        output: String,
+    },
+    /// QEMU exited, or the guest closed the channel, while something was awaited.
+    #[error("machine {machine}: {what}\n{context}")]
+    MachineGone {
+        /// The machine.
+        machine: String,
+        /// What happened and what was going on.
+        what: String,
+        /// QEMU's exit status and stderr, the last console lines.
+        context: String,
+    },
+    /// A command needs the machine running, and it is not.
+    #[error("machine {0}: not running")]
+    NotRunning(String),
+    /// The backdoor protocol desynchronised.
+    #[error("machine {machine}: backdoor shell protocol lost: {reason}")]
+    ShellLost {
+        /// The machine.
+        machine: String,
+        /// What was seen.
+        reason: String,
+    },
+    /// The command cannot be sent (e.g. it contains a NUL byte).
+    #[error("machine {machine}: cannot send command")]
+    BadCommand {
+        /// The machine.
+        machine: String,
+        /// Why.
+        #[source]
+        source: guest_shell::Error,
+    },
+    /// The monitor refused a command or desynchronised.
+    #[error("machine {machine}: monitor: {reason}")]
+    Monitor {
+        /// The machine.
+        machine: String,
+        /// Why.
+        reason: String,
+    },
+    /// No machine has this name.
+    #[error("no machine named {name:?} (machines: {known})")]
+    UnknownMachine {
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        known: String,
+    },
+    /// Two machines would have the same name.
+    #[error("two machines are named {0:?}")]
+    DuplicateMachine(String),
+    /// Starting QEMU, naming a machine or preparing its state failed.
+    #[error("machine {machine}: cannot start")]
+    Start {
+        /// The machine.
+        machine: String,
+        /// Why.
+        #[source]
+        source: qemu_proc::Error,
+    },
+    /// Setting up the run (state directory, accelerator probe) failed.
+    #[error("cannot set up the run")]
+    Setup(#[source] qemu_proc::Error),
+    /// An operating-system call failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Self {
+        Error::Io {
+            what: "event loop".into(),
+            source,
+        }
+    }
+}
+
+/// The machines of one test run and the event loop serving them.
+#[derive(Clone)]
+pub struct Driver {
+    core: Rc<RefCell<Core>>,
+}
+
+impl Driver {
+    /// A driver with a fresh private state directory; probes KVM and logs the accelerator chosen.
+    pub fn new() -> Result<Self, Error> {
+        let accel = qemu_proc::probe_accel().map_err(Error::Setup)?;
+        log::info!("accelerator: {} ({})", accel.accel, accel.reason);
+        let root = qemu_proc::StateRoot::create().map_err(Error::Setup)?;
+        log::debug!("state directory: {}", root.path().display());
+        Ok(Driver {
+            core: Rc::new(RefCell::new(Core::new(root, accel)?)),
+        })
+    }
+
+    /// Adds a machine; a start script names it after its file (`run-<name>-vm`).
+    pub fn add_machine(&self, start: StartCommand) -> Result<Machine, Error> {
+        let name = match &start {
+            StartCommand::Script(path) => {
+                qemu_proc::machine_name_from_script(path).map_err(|source| Error::Start {
+                    machine: path.display().to_string(),
+                    source,
+                })?
+            }
+            // NixOS's name for a machine given only by options.
+            StartCommand::Builtin(_) => "machine".to_string(),
+        };
+        self.add_named_machine(&name, start)
+    }
+
+    /// Adds a machine under an explicit name.
+    pub fn add_named_machine(&self, name: &str, start: StartCommand) -> Result<Machine, Error> {
+        let mut core = self.core.borrow_mut();
+        if core.vms.iter().any(|vm| vm.name == name) {
+            return Err(Error::DuplicateMachine(name.to_string()));
+        }
+        core.vms.push(Vm::new(name.to_string(), start));
+        Ok(Machine::new(self.core.clone(), core.vms.len() - 1, name))
+    }
+
+    /// The machine called `name`.
+    pub fn machine(&self, name: &str) -> Result<Machine, Error> {
+        let core = self.core.borrow();
+        match core.vms.iter().position(|vm| vm.name == name) {
+            Some(i) => Ok(Machine::new(self.core.clone(), i, name)),
+            None => Err(Error::UnknownMachine {
+                name: name.to_string(),
+                known: core
+                    .vms
+                    .iter()
+                    .map(|vm| vm.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// All machines, in the order they were added.
+    pub fn machines(&self) -> Vec<Machine> {
+        let core = self.core.borrow();
+        (0..core.vms.len())
+            .map(|i| Machine::new(self.core.clone(), i, &core.vms[i].name))
+            .collect()
+    }
+
+    /// The accelerator used for every machine, and why.
+    pub fn accel(&self) -> AccelChoice {
+        self.core.borrow().accel.clone()
+    }
+
+    /// The run's private state directory (machine sockets, `vm-state-<name>`).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.core.borrow().root.path().to_path_buf()
+    }
+
+    /// Keeps the state directory after the run, for post-mortems.
+    pub fn keep_vm_state(&self) {
+        self.core.borrow_mut().root.keep();
+    }
+
+    /// Starts every machine that is not running, without waiting for them to boot.
+    pub fn start_all(&self) -> Result<(), Error> {
+        for m in self.machines() {
+            m.start()?;
+        }
+        Ok(())
+    }
+
+    /// Stops every running machine at once (no clean shutdown) and reaps it.
+    pub fn stop_all(&self) {
+        let mut core = self.core.borrow_mut();
+        for i in 0..core.vms.len() {
+            core.stop_io(i);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The serial console: bytes split into lines, logged, and kept in a bounded ring.
+
+use std::collections::VecDeque;
+
+/// Longest line kept whole; a longer one is cut so a console without newlines cannot grow memory.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Lines of one machine's serial console.
+#[derive(Debug)]
+pub(crate) struct Console {
+    partial: Vec<u8>,
+    lines: VecDeque<String>,
+    capacity: usize,
+    /// Lines ever completed, so waiters can ask for "lines after number N".
+    total: u64,
+}
+
+impl Console {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Console {
+            partial: Vec::new(),
+            lines: VecDeque::new(),
+            capacity,
+            total: 0,
+        }
+    }
+
+    /// Takes bytes read from the console and returns the lines they completed.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut done = Vec::new();
+        for &b in bytes {
+            if b == b'\n' || self.partial.len() >= MAX_LINE {
+                let line = self.take_partial();
+                done.push(line.clone());
+                self.push_line(line);
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            self.partial.push(b);
+        }
+        done
+    }
+
+    /// Completes a line left without a newline (QEMU exited, or a prompt).
+    pub(crate) fn flush(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let line = self.take_partial();
+        self.push_line(line.clone());
+        Some(line)
+    }
+
+    fn take_partial(&mut self) -> String {
+        let mut raw = std::mem::take(&mut self.partial);
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
+    fn push_line(&mut self, line: String) {
+        if self.lines.len() == self.capacity {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+        self.total += 1;
+    }
+
+    /// The last `n` complete lines, oldest first.
+    pub(crate) fn tail(&self, n: usize) -> Vec<String> {
+        let skip = self.lines.len().saturating_sub(n);
+        self.lines.iter().skip(skip).cloned().collect()
+    }
+
+    /// Every line kept, joined.
+    pub(crate) fn text(&self) -> String {
+        let mut s = String::new();
+        for l in &self.lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_strips_cr_and_keeps_the_last_lines() {
+        let mut c = Console::new(2);
+        assert_eq!(c.feed(b"a\r\nb"), vec!["a"]);
+        assert_eq!(c.feed(b"\nc\n"), vec!["b", "c"]);
+        assert_eq!(c.tail(5), vec!["b", "c"]);
+        assert_eq!(c.total, 3);
+        assert_eq!(c.flush(), None);
+        c.feed(b"prompt# ");
+        assert_eq!(c.flush().as_deref(), Some("prompt# "));
+    }
+
+    #[test]
+    fn endless_line_is_cut() {
+        let mut c = Console::new(10);
+        let lines = c.feed(&vec![b'x'; MAX_LINE * 2 + 5]);
+        assert_eq!(lines.len(), 2);
+        assert!(c.partial.len() <= MAX_LINE);
+    }
+}

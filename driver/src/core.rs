@@ -1,0 +1,598 @@
+//! The one event loop: every file descriptor of every machine, and child exits, served by one
+//! `mio::Poll`. Blocking API calls are "send what is needed, then `run_until`".
+
+use crate::console::Console;
+use crate::Error;
+use guest_shell::Session;
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::pipe::Receiver;
+use mio::{Events, Interest, Poll, Token};
+use qemu_monitor::Monitor;
+use qemu_proc::{AccelChoice, Child, LaunchOptions, MachinePaths, StartCommand, StateRoot};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// Console lines kept per machine for errors, `get_console_log` and console waits.
+const CONSOLE_LINES: usize = 10_000;
+/// QEMU's stderr lines kept per machine for start-up errors.
+const STDERR_LINES: usize = 200;
+/// How long QEMU gets to exit on SIGTERM before SIGKILL when the driver goes away.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// The channels of one machine, as event-loop tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Channel {
+    Serial,
+    Stderr,
+    MonitorListener,
+    Monitor,
+    /// The backdoor on `/dev/hvc0` (index 0) or on the flow-controlled port (index 1).
+    ShellListener(usize),
+    Shell(usize),
+}
+
+/// Backdoor channel indices: NixOS guests use the console, ours the flow-controlled port.
+const BACKDOORS: [&str; 2] = ["hvc0", "port"];
+
+impl Channel {
+    const ALL: [Channel; 8] = [
+        Channel::Serial,
+        Channel::Stderr,
+        Channel::MonitorListener,
+        Channel::Monitor,
+        Channel::ShellListener(0),
+        Channel::Shell(0),
+        Channel::ShellListener(1),
+        Channel::Shell(1),
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Channel::Serial => 0,
+            Channel::Stderr => 1,
+            Channel::MonitorListener => 2,
+            Channel::Monitor => 3,
+            Channel::ShellListener(k) => 4 + 2 * k,
+            Channel::Shell(k) => 5 + 2 * k,
+        }
+    }
+
+    fn token(self, vm: usize) -> Token {
+        Token(vm * Self::ALL.len() + self.index())
+    }
+
+    fn from_token(t: Token) -> Option<(usize, Channel)> {
+        let n = Self::ALL.len();
+        Self::ALL.get(t.0 % n).map(|&c| (t.0 / n, c))
+    }
+}
+
+/// A connected socket with its pending output.
+pub(crate) struct Conn {
+    stream: UnixStream,
+    out: Vec<u8>,
+}
+
+/// What the loop owns of a started machine.
+pub(crate) struct VmIo {
+    pub(crate) child: Child,
+    serial: Option<UnixStream>,
+    stderr: Option<Receiver>,
+    monitor_listener: Option<UnixListener>,
+    monitor: Option<Conn>,
+    shell_listeners: [Option<UnixListener>; 2],
+    shells: [Option<Conn>; 2],
+}
+
+/// Everything known about one machine.
+pub(crate) struct Vm {
+    pub(crate) name: String,
+    pub(crate) start: StartCommand,
+    pub(crate) allow_reboot: bool,
+    pub(crate) console: Console,
+    pub(crate) stderr: Console,
+    /// One session per backdoor channel until one prints the banner; that one is `active`.
+    sessions: [Session; 2],
+    active: Option<usize>,
+    pub(crate) shell_events: VecDeque<guest_shell::Event>,
+    pub(crate) monitor: Monitor,
+    pub(crate) monitor_events: VecDeque<qemu_monitor::Event>,
+    pub(crate) io: Option<VmIo>,
+    pub(crate) exit: Option<ExitStatus>,
+    pub(crate) started_at: Option<Instant>,
+}
+
+impl Vm {
+    pub(crate) fn new(name: String, start: StartCommand) -> Self {
+        Vm {
+            name,
+            start,
+            allow_reboot: false,
+            console: Console::new(CONSOLE_LINES),
+            stderr: Console::new(STDERR_LINES),
+            sessions: [new_session(), new_session()],
+            active: None,
+            shell_events: VecDeque::new(),
+            monitor: Monitor::new(),
+            monitor_events: VecDeque::new(),
+            io: None,
+            exit: None,
+            started_at: None,
+        }
+    }
+
+    /// The backdoor session in use (before the banner: the console's, which refuses commands).
+    pub(crate) fn shell(&mut self) -> &mut Session {
+        &mut self.sessions[self.active.unwrap_or(0)]
+    }
+
+    /// Whether a backdoor shell printed its banner and is usable.
+    pub(crate) fn shell_connected(&self) -> bool {
+        self.active.is_some_and(|k| self.sessions[k].is_connected())
+    }
+
+    /// QEMU was started and has not exited.
+    pub(crate) fn is_running(&self) -> bool {
+        self.io.is_some() && self.exit.is_none()
+    }
+
+    /// What to show when something about this machine fails: how QEMU ended, its stderr, the console.
+    pub(crate) fn context(&self, console_lines: usize) -> String {
+        let mut s = String::new();
+        if let Some(status) = self.exit {
+            s.push_str(&format!("QEMU exited: {status}\n"));
+        }
+        let stderr = self.stderr.tail(20);
+        if !stderr.is_empty() {
+            s.push_str("QEMU stderr:\n");
+            for l in stderr {
+                s.push_str(&format!("  {l}\n"));
+            }
+        }
+        let console = self.console.tail(console_lines);
+        if console.is_empty() {
+            s.push_str("(nothing on the serial console)\n");
+        } else {
+            s.push_str(&format!("last {} console lines:\n", console.len()));
+            for l in console {
+                s.push_str(&format!("  {}# {l}\n", self.name));
+            }
+        }
+        s
+    }
+}
+
+fn new_session() -> Session {
+    Session::with_nonces(|| {
+        let mut b = [0u8; 16];
+        // The OS random source does not fail on Linux once booted; a zero nonce would still be a
+        // working (if guessable) marker.
+        let _ = getrandom::getrandom(&mut b);
+        u128::from_le_bytes(b)
+    })
+}
+
+/// The event loop and all machines.
+pub(crate) struct Core {
+    poll: Poll,
+    events: Events,
+    _signals: Signals,
+    pub(crate) vms: Vec<Vm>,
+    pub(crate) root: StateRoot,
+    pub(crate) accel: AccelChoice,
+}
+
+impl Core {
+    pub(crate) fn new(root: StateRoot, accel: AccelChoice) -> Result<Self, Error> {
+        let poll = Poll::new()?;
+        // SIGCHLD wakes the loop when a QEMU exits, so no one polls for it.
+        let mut signals = Signals::new([signal_hook::consts::SIGCHLD])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Core {
+            poll,
+            events: Events::with_capacity(64),
+            _signals: signals,
+            vms: Vec::new(),
+            root,
+            accel,
+        })
+    }
+
+    /// Starts QEMU for machine `i`: listeners for the monitor and shell first (QEMU connects to them),
+    /// a socketpair as its serial console, a pipe for its stderr.
+    pub(crate) fn start(&mut self, i: usize) -> Result<(), Error> {
+        if self.vms[i].is_running() {
+            return Ok(());
+        }
+        self.stop_io(i);
+        let name = self.vms[i].name.clone();
+        let proc_err = |source| Error::Start {
+            machine: name.clone(),
+            source,
+        };
+        let dir = self.root.machine_dir(&name).map_err(proc_err)?;
+        let shared = self.root.shared_dir().map_err(proc_err)?;
+        let paths = MachinePaths::new(dir, shared);
+        let plan = qemu_proc::launch_plan(
+            &name,
+            &self.vms[i].start,
+            &paths,
+            &LaunchOptions {
+                accel: self.accel.accel,
+                allow_reboot: self.vms[i].allow_reboot,
+                extra_qemu_opts: Vec::new(),
+            },
+        );
+        let io_err = |what: &str, e: std::io::Error| Error::Io {
+            what: format!("machine {name}: {what}"),
+            source: e,
+        };
+        for p in [&paths.monitor, &paths.shell, &paths.shell_port] {
+            let _ = std::fs::remove_file(p);
+        }
+        let mut monitor_listener =
+            UnixListener::bind(&paths.monitor).map_err(|e| io_err("monitor socket", e))?;
+        let mut shell_listeners = [
+            UnixListener::bind(&paths.shell).map_err(|e| io_err("shell socket", e))?,
+            UnixListener::bind(&paths.shell_port).map_err(|e| io_err("shell port socket", e))?,
+        ];
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| io_err("socketpair", e))?;
+        let (stderr_r, stderr_w) = std::io::pipe().map_err(|e| io_err("pipe", e))?;
+        let theirs_in = theirs.try_clone().map_err(|e| io_err("socketpair", e))?;
+        log::info!("{name}: starting ({})", plan.program.display());
+        log::debug!("{name}: {plan:?}");
+        let child = Child::spawn(
+            &plan,
+            OwnedFd::from(theirs_in),
+            OwnedFd::from(theirs),
+            OwnedFd::from(stderr_w),
+        )
+        .map_err(proc_err)?;
+        ours.set_nonblocking(true)
+            .map_err(|e| io_err("socketpair", e))?;
+        let mut serial = UnixStream::from_std(ours);
+        let mut stderr = Receiver::from(OwnedFd::from(stderr_r));
+        stderr
+            .set_nonblocking(true)
+            .map_err(|e| io_err("pipe", e))?;
+        let reg = self.poll.registry();
+        let r = Interest::READABLE;
+        reg.register(&mut serial, Channel::Serial.token(i), r)?;
+        reg.register(&mut stderr, Channel::Stderr.token(i), r)?;
+        reg.register(&mut monitor_listener, Channel::MonitorListener.token(i), r)?;
+        for (k, l) in shell_listeners.iter_mut().enumerate() {
+            reg.register(l, Channel::ShellListener(k).token(i), r)?;
+        }
+        let [console_listener, port_listener] = shell_listeners;
+        let vm = &mut self.vms[i];
+        vm.io = Some(VmIo {
+            child,
+            serial: Some(serial),
+            stderr: Some(stderr),
+            monitor_listener: Some(monitor_listener),
+            monitor: None,
+            shell_listeners: [Some(console_listener), Some(port_listener)],
+            shells: [None, None],
+        });
+        vm.exit = None;
+        vm.sessions = [new_session(), new_session()];
+        vm.active = None;
+        vm.shell_events.clear();
+        vm.monitor = Monitor::new();
+        vm.monitor_events.clear();
+        vm.started_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Drops machine `i`'s QEMU (terminating it if it still runs) and its sockets.
+    pub(crate) fn stop_io(&mut self, i: usize) {
+        let Some(mut io) = self.vms[i].io.take() else {
+            return;
+        };
+        let reg = self.poll.registry();
+        if let Some(mut s) = io.serial.take() {
+            let _ = reg.deregister(&mut s);
+        }
+        if let Some(mut s) = io.stderr.take() {
+            let _ = reg.deregister(&mut s);
+        }
+        if let Some(mut s) = io.monitor_listener.take() {
+            let _ = reg.deregister(&mut s);
+        }
+        for l in &mut io.shell_listeners {
+            if let Some(mut s) = l.take() {
+                let _ = reg.deregister(&mut s);
+            }
+        }
+        if let Some(mut c) = io.monitor.take() {
+            let _ = reg.deregister(&mut c.stream);
+        }
+        for c in &mut io.shells {
+            if let Some(mut c) = c.take() {
+                let _ = reg.deregister(&mut c.stream);
+            }
+        }
+        if self.vms[i].exit.is_none() {
+            match io.child.terminate(KILL_GRACE) {
+                Ok(status) => self.vms[i].exit = Some(status),
+                Err(e) => log::warn!("{}: stopping QEMU: {e}", self.vms[i].name),
+            }
+        }
+    }
+
+    /// Serves all channels until `cond` returns `Some`, or `None` at `deadline`. Never sleeps beyond
+    /// what `poll` waits for.
+    pub(crate) fn run_until<R>(
+        &mut self,
+        deadline: Instant,
+        mut cond: impl FnMut(&mut Core) -> Option<R>,
+    ) -> Result<Option<R>, Error> {
+        loop {
+            if let Some(r) = cond(self) {
+                return Ok(Some(r));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.turn(deadline - now)?;
+        }
+    }
+
+    /// One round of the loop: wait for readiness (at most `timeout`) and handle what is ready.
+    fn turn(&mut self, timeout: Duration) -> Result<(), Error> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in ready {
+            if token == SIGNALS {
+                self.reap();
+                continue;
+            }
+            let Some((i, channel)) = Channel::from_token(token) else {
+                continue;
+            };
+            if i < self.vms.len() {
+                self.handle(i, channel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects exit statuses of machines whose QEMU exited.
+    fn reap(&mut self) {
+        for vm in &mut self.vms {
+            let Some(io) = vm.io.as_mut() else { continue };
+            if vm.exit.is_some() {
+                continue;
+            }
+            match io.child.try_wait() {
+                Ok(Some(status)) => {
+                    log::info!("{}: QEMU exited: {status}", vm.name);
+                    vm.exit = Some(status);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("{}: waiting for QEMU: {e}", vm.name),
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, channel: Channel) -> Result<(), Error> {
+        let registry = self.poll.registry();
+        let vm = &mut self.vms[i];
+        let Some(io) = vm.io.as_mut() else {
+            return Ok(());
+        };
+        match channel {
+            Channel::Serial => {
+                let eof = match io.serial.as_mut() {
+                    Some(s) => drain(s, |bytes| {
+                        for line in vm.console.feed(bytes) {
+                            log::info!(target: "console", "{}# {line}", vm.name);
+                        }
+                    }),
+                    None => false,
+                };
+                if eof {
+                    if let Some(line) = vm.console.flush() {
+                        log::info!(target: "console", "{}# {line}", vm.name);
+                    }
+                    if let Some(mut s) = io.serial.take() {
+                        let _ = registry.deregister(&mut s);
+                    }
+                }
+            }
+            Channel::Stderr => {
+                let eof = match io.stderr.as_mut() {
+                    Some(s) => drain(s, |bytes| {
+                        for line in vm.stderr.feed(bytes) {
+                            log::warn!("{}: qemu: {line}", vm.name);
+                        }
+                    }),
+                    None => false,
+                };
+                if eof {
+                    if let Some(line) = vm.stderr.flush() {
+                        log::warn!("{}: qemu: {line}", vm.name);
+                    }
+                    if let Some(mut s) = io.stderr.take() {
+                        let _ = registry.deregister(&mut s);
+                    }
+                }
+            }
+            Channel::MonitorListener | Channel::ShellListener(_) => {
+                let (listener, slot, conn_channel) = match channel {
+                    Channel::ShellListener(k) => (
+                        &mut io.shell_listeners[k],
+                        &mut io.shells[k],
+                        Channel::Shell(k),
+                    ),
+                    _ => (
+                        &mut io.monitor_listener,
+                        &mut io.monitor,
+                        Channel::Monitor,
+                    ),
+                };
+                let Some(l) = listener.as_mut() else {
+                    return Ok(());
+                };
+                match l.accept() {
+                    Ok((mut stream, _)) => {
+                        registry.register(
+                            &mut stream,
+                            conn_channel.token(i),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        *slot = Some(Conn {
+                            stream,
+                            out: Vec::new(),
+                        });
+                        // QEMU connects once; a second connection would be someone else.
+                        if let Some(mut l) = listener.take() {
+                            let _ = registry.deregister(&mut l);
+                        }
+                        // The connection may already hold data that arrived before registration.
+                        return self.handle(i, conn_channel);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => log::warn!("{}: accept: {e}", vm.name),
+                }
+            }
+            Channel::Monitor => {
+                let Some(conn) = io.monitor.as_mut() else {
+                    return Ok(());
+                };
+                flush(conn);
+                let monitor = &mut vm.monitor;
+                let eof = drain(&mut conn.stream, |bytes| monitor.feed(bytes));
+                if eof {
+                    monitor.handle_eof();
+                    if let Some(mut c) = io.monitor.take() {
+                        let _ = registry.deregister(&mut c.stream);
+                    }
+                }
+                while let Some(e) = vm.monitor.poll_event() {
+                    vm.monitor_events.push_back(e);
+                }
+            }
+            Channel::Shell(k) => {
+                let Some(conn) = io.shells[k].as_mut() else {
+                    return Ok(());
+                };
+                flush(conn);
+                let shell = &mut vm.sessions[k];
+                let eof = drain(&mut conn.stream, |bytes| shell.feed(bytes));
+                if eof {
+                    shell.handle_eof();
+                    if let Some(mut c) = io.shells[k].take() {
+                        let _ = registry.deregister(&mut c.stream);
+                    }
+                }
+                while let Some(e) = vm.sessions[k].poll_event() {
+                    if vm.active.is_none() && e == guest_shell::Event::Banner {
+                        log::debug!("{}: backdoor shell on {}", vm.name, BACKDOORS[k]);
+                        vm.active = Some(k);
+                    }
+                    if vm.active != Some(k) {
+                        // The other channel: a guest uses one; whatever the unused one says is noise.
+                        continue;
+                    }
+                    match e {
+                        guest_shell::Event::Stray(b) => {
+                            let text = String::from_utf8_lossy(&b);
+                            if !text.trim().is_empty() {
+                                log::info!("{}: output outside any command: {}", vm.name, text.trim_end());
+                            }
+                        }
+                        e => vm.shell_events.push_back(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues bytes for machine `i`'s backdoor shell and writes what the socket takes now.
+    pub(crate) fn write_shell(&mut self, i: usize, bytes: &[u8]) -> bool {
+        let vm = &mut self.vms[i];
+        let Some(k) = vm.active else {
+            return false;
+        };
+        let Some(conn) = vm.io.as_mut().and_then(|io| io.shells[k].as_mut()) else {
+            return false;
+        };
+        conn.out.extend_from_slice(bytes);
+        flush(conn);
+        true
+    }
+
+    /// Queues bytes for machine `i`'s monitor and writes what the socket takes now.
+    pub(crate) fn write_monitor(&mut self, i: usize, bytes: &[u8]) -> bool {
+        let Some(conn) = self.vms[i].io.as_mut().and_then(|io| io.monitor.as_mut()) else {
+            return false;
+        };
+        conn.out.extend_from_slice(bytes);
+        flush(conn);
+        true
+    }
+
+    /// Whether QEMU has connected to machine `i`'s monitor (and not closed it).
+    pub(crate) fn monitor_connected(&self, i: usize) -> bool {
+        self.vms[i].io.as_ref().is_some_and(|io| io.monitor.is_some())
+    }
+
+    /// Whether machine `i`'s console and QEMU stderr reached end of file.
+    pub(crate) fn io_drained(&self, i: usize) -> bool {
+        self.vms[i]
+            .io
+            .as_ref()
+            .is_none_or(|io| io.serial.is_none() && io.stderr.is_none())
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        for i in 0..self.vms.len() {
+            self.stop_io(i);
+        }
+    }
+}
+
+/// Reads until `WouldBlock`, passing each chunk on; true at end of file (or a hard error).
+fn drain(r: &mut impl Read, mut each: impl FnMut(&[u8])) -> bool {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Writes pending output until the socket is full; the rest waits for the next writable event.
+fn flush(conn: &mut Conn) {
+    while !conn.out.is_empty() {
+        match conn.stream.write(&conn.out) {
+            Ok(n) => {
+                conn.out.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // WouldBlock: wait for writable; a broken pipe shows up as EOF on the read side.
+            Err(_) => return,
+        }
+    }
+}

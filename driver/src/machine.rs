@@ -1,0 +1,348 @@
+//! `Machine`: one VM of the run, with the NixOS driver's method names.
+
+use crate::core::Core;
+use crate::{Error, DEFAULT_TIMEOUT};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How long to keep reading QEMU's stderr and console after it exited, so errors show its last words.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How much of a command's output a timeout error shows.
+const LAST_OUTPUT: usize = 2000;
+
+/// A handle on one machine of a [`Driver`](crate::Driver); clones refer to the same machine.
+#[derive(Clone)]
+pub struct Machine {
+    core: Rc<RefCell<Core>>,
+    i: usize,
+    name: String,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Machine({})", self.name)
+    }
+}
+
+impl Machine {
+    pub(crate) fn new(core: Rc<RefCell<Core>>, i: usize, name: &str) -> Self {
+        Machine {
+            core,
+            i,
+            name: name.to_string(),
+        }
+    }
+
+    /// The machine's name (`run-<name>-vm`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether QEMU runs and the backdoor shell is connected.
+    pub fn is_up(&self) -> bool {
+        let core = self.core.borrow();
+        let vm = &core.vms[self.i];
+        vm.is_running() && vm.shell_connected()
+    }
+
+    /// Whether QEMU was started and has not exited (NixOS's `booted`).
+    pub fn is_running(&self) -> bool {
+        self.core.borrow().vms[self.i].is_running()
+    }
+
+    /// Starts QEMU if it is not running; does not wait for the guest.
+    pub fn start(&self) -> Result<(), Error> {
+        self.core.borrow_mut().start(self.i)
+    }
+
+    /// Starts the machine if needed and waits for the backdoor shell (default timeout).
+    pub fn connect(&self) -> Result<(), Error> {
+        self.connect_within(DEFAULT_TIMEOUT)
+    }
+
+    /// Starts the machine if needed and waits up to `timeout` for the backdoor shell.
+    pub fn connect_within(&self, timeout: Duration) -> Result<(), Error> {
+        let mut core = self.core.borrow_mut();
+        if core.vms[self.i].is_running() && core.vms[self.i].shell_connected() {
+            return Ok(());
+        }
+        core.start(self.i)?;
+        let t0 = Instant::now();
+        let i = self.i;
+        let got = core.run_until(t0 + timeout, |core| {
+            let vm = &core.vms[i];
+            if vm.shell_connected() {
+                Some(true)
+            } else if vm.exit.is_some() || !vm.shell_events.is_empty() {
+                // Exited, or the shell channel closed before its banner.
+                Some(false)
+            } else {
+                None
+            }
+        })?;
+        match got {
+            Some(true) => {
+                let since_start = core.vms[i].started_at.map(|s| s.elapsed());
+                log::info!(
+                    "{}: connected to the backdoor shell ({:.2} s after start)",
+                    self.name,
+                    since_start.unwrap_or_default().as_secs_f64()
+                );
+                core.vms[i].shell_events.clear();
+                Ok(())
+            }
+            Some(false) => Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected")),
+            None => Err(Error::Timeout {
+                machine: self.name.clone(),
+                what: "the backdoor shell to connect".into(),
+                after: timeout,
+                last: core.vms[i].context(20),
+            }),
+        }
+    }
+
+    /// Runs `command` in the guest (any shell text, verbatim); returns its exit status and stdout.
+    pub fn execute(&self, command: &str) -> Result<(i32, String), Error> {
+        self.execute_within(command, DEFAULT_TIMEOUT)
+    }
+
+    /// [`execute`](Self::execute) with a timeout; on timeout the command is abandoned (its later
+    /// output is logged, not returned) and the shell runs later commands once it ends.
+    pub fn execute_within(&self, command: &str, timeout: Duration) -> Result<(i32, String), Error> {
+        let (status, out) = self.execute_bytes(command.as_bytes(), timeout)?;
+        Ok((status, String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    /// Runs `command` and returns its exit status and raw stdout bytes.
+    pub fn execute_bytes(&self, command: &[u8], timeout: Duration) -> Result<(i32, Vec<u8>), Error> {
+        self.connect()?;
+        let mut core = self.core.borrow_mut();
+        let i = self.i;
+        let bytes = core.vms[i]
+            .shell()
+            .command(command)
+            .map_err(|source| match source {
+                guest_shell::Error::Lost => Error::ShellLost {
+                    machine: self.name.clone(),
+                    reason: "an earlier command desynchronised the channel".into(),
+                },
+                source => Error::BadCommand {
+                    machine: self.name.clone(),
+                    source,
+                },
+            })?;
+        if !core.write_shell(i, &bytes) {
+            return Err(Error::NotRunning(self.name.clone()));
+        }
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let done = core.run_until(t0 + timeout, |core| {
+            let vm = &mut core.vms[i];
+            while let Some(e) = vm.shell_events.pop_front() {
+                match e {
+                    guest_shell::Event::Output(b) => out.extend_from_slice(&b),
+                    guest_shell::Event::Exited { status } => return Some(Ok(status)),
+                    guest_shell::Event::Closed { .. } => return Some(Err(None)),
+                    guest_shell::Event::Lost { reason } => return Some(Err(Some(reason))),
+                    _ => {}
+                }
+            }
+            None
+        })?;
+        let shown = || tail_text(&out, LAST_OUTPUT);
+        match done {
+            Some(Ok(status)) => {
+                log::debug!(
+                    "{}: exit status {status} after {:.3} s",
+                    self.name,
+                    t0.elapsed().as_secs_f64()
+                );
+                Ok((status, out))
+            }
+            Some(Err(None)) => {
+                let what = format!(
+                    "the backdoor shell closed while running `{}`; its output so far:\n{}",
+                    command_text(command),
+                    shown()
+                );
+                Err(self.gone(&mut core, &what))
+            }
+            Some(Err(Some(reason))) => Err(Error::ShellLost {
+                machine: self.name.clone(),
+                reason,
+            }),
+            None => {
+                core.vms[i].shell().abandon();
+                Err(Error::Timeout {
+                    machine: self.name.clone(),
+                    what: format!("command `{}` to finish", command_text(command)),
+                    after: timeout,
+                    last: shown(),
+                })
+            }
+        }
+    }
+
+    /// Runs `command` and returns its stdout; an error if the exit status is not 0.
+    pub fn succeed(&self, command: &str) -> Result<String, Error> {
+        log::info!("{}: must succeed: {command}", self.name);
+        let (status, output) = self.execute(command)?;
+        if status != 0 {
+            return Err(Error::CommandFailed {
+                machine: self.name.clone(),
+                command: command.to_string(),
+                status,
+                output,
+            });
+        }
+        Ok(output)
+    }
+
+    /// Runs `command` and returns its stdout; an error if the exit status is 0.
+    pub fn fail(&self, command: &str) -> Result<String, Error> {
+        log::info!("{}: must fail: {command}", self.name);
+        let (status, output) = self.execute(command)?;
+        if status == 0 {
+            return Err(Error::UnexpectedSuccess {
+                machine: self.name.clone(),
+                command: command.to_string(),
+                output,
+            });
+        }
+        Ok(output)
+    }
+
+    /// Sends an HMP command to QEMU's monitor and returns its reply.
+    pub fn send_monitor_command(&self, command: &str) -> Result<String, Error> {
+        let mut core = self.core.borrow_mut();
+        let i = self.i;
+        if !core.vms[i].is_running() {
+            return Err(Error::NotRunning(self.name.clone()));
+        }
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        // QEMU connects right after it starts; the codec holds the command until the greeting.
+        let bytes = core.vms[i].monitor.command(command).map_err(|e| Error::Monitor {
+            machine: self.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let ready = core.run_until(deadline, |core| {
+            if core.vms[i].exit.is_some() {
+                Some(false)
+            } else {
+                core.monitor_connected(i).then_some(true)
+            }
+        })?;
+        if ready != Some(true) || !core.write_monitor(i, &bytes) {
+            return Err(self.gone(&mut core, "the monitor is not connected"));
+        }
+        let reply = core.run_until(deadline, |core| {
+            while let Some(e) = core.vms[i].monitor_events.pop_front() {
+                match e {
+                    qemu_monitor::Event::Reply(r) => return Some(Ok(r)),
+                    qemu_monitor::Event::Closed => return Some(Ok(String::new())),
+                    qemu_monitor::Event::Lost { reason } => return Some(Err(reason)),
+                    _ => {}
+                }
+            }
+            None
+        })?;
+        match reply {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(reason)) => Err(Error::Monitor {
+                machine: self.name.clone(),
+                reason,
+            }),
+            None => Err(Error::Timeout {
+                machine: self.name.clone(),
+                what: format!("the monitor's reply to `{command}`"),
+                after: DEFAULT_TIMEOUT,
+                last: String::new(),
+            }),
+        }
+    }
+
+    /// Powers the guest off cleanly (`poweroff` in the guest) and waits for QEMU to exit.
+    pub fn shutdown(&self) -> Result<(), Error> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        log::info!("{}: shutting down", self.name);
+        self.connect()?;
+        {
+            let mut core = self.core.borrow_mut();
+            let bytes = core.vms[self.i].shell().command(b"poweroff").map_err(|source| {
+                Error::BadCommand {
+                    machine: self.name.clone(),
+                    source,
+                }
+            })?;
+            core.write_shell(self.i, &bytes);
+        }
+        self.wait_for_shutdown()
+    }
+
+    /// Waits (default timeout) for QEMU to exit by itself.
+    pub fn wait_for_shutdown(&self) -> Result<(), Error> {
+        let mut core = self.core.borrow_mut();
+        let i = self.i;
+        if core.vms[i].io.is_none() {
+            return Ok(());
+        }
+        let exited = core.run_until(Instant::now() + DEFAULT_TIMEOUT, |core| {
+            core.vms[i].exit.map(|_| ())
+        })?;
+        if exited.is_none() {
+            return Err(Error::Timeout {
+                machine: self.name.clone(),
+                what: "QEMU to exit".into(),
+                after: DEFAULT_TIMEOUT,
+                last: core.vms[i].context(20),
+            });
+        }
+        settle(&mut core, i);
+        core.stop_io(i);
+        Ok(())
+    }
+
+    /// The serial console lines kept so far (the last 10 000).
+    pub fn get_console_log(&self) -> String {
+        self.core.borrow().vms[self.i].console.text()
+    }
+
+    fn gone(&self, core: &mut Core, what: &str) -> Error {
+        settle(core, self.i);
+        Error::MachineGone {
+            machine: self.name.clone(),
+            what: what.to_string(),
+            context: core.vms[self.i].context(20),
+        }
+    }
+}
+
+/// Lets the loop read what a dying QEMU still wrote, so an error shows it.
+fn settle(core: &mut Core, i: usize) {
+    let _ = core.run_until(Instant::now() + SETTLE, |core| {
+        core.vms[i].exit.filter(|_| core.io_drained(i)).map(|_| ())
+    });
+}
+
+fn tail_text(out: &[u8], max: usize) -> String {
+    let start = out.len().saturating_sub(max);
+    let text = String::from_utf8_lossy(&out[start..]);
+    if start > 0 {
+        format!("[… {start} bytes before]{text}")
+    } else {
+        text.into_owned()
+    }
+}
+
+fn command_text(command: &[u8]) -> String {
+    let text = String::from_utf8_lossy(command);
+    let first = text.lines().next().unwrap_or("");
+    if text.lines().nth(1).is_some() {
+        format!("{first} …")
+    } else {
+        first.to_string()
+    }
+}
