@@ -1,1 +1,38 @@
-//! placeholder
+//! Helpers for integration tests against real QEMU guests: building (or finding cached) guests and
+//! setting up logging.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (the workspace this crate lives in).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// The start script of a bundled guest (`tiny` or `systemd`), built by `guests/build.sh` on first use
+/// and cached outside the repository afterwards.
+pub fn guest_start_script(guest: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("guests/build.sh"))
+        .arg(guest)
+        .output()
+        .expect("cannot run guests/build.sh");
+    assert!(
+        out.status.success(),
+        "guests/build.sh {guest} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).expect("guests/build.sh printed a non-UTF-8 path");
+    PathBuf::from(dir.trim()).join(format!("run-{guest}-vm"))
+}
+
+/// Logs to the test's captured output (shown when it fails), once per process.
+pub fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .is_test(true)
+        .try_init();
+}

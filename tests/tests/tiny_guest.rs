@@ -1,0 +1,98 @@
+//! The tiny busybox guest under TCG: boot, the protocol's edge cases through the real guest, shutdown.
+
+use driver::{Driver, StartCommand};
+use std::time::{Duration, Instant};
+use tests::{guest_start_script, init_logging};
+
+#[test]
+fn boot_commands_edge_cases_and_shutdown() {
+    init_logging();
+    let driver = Driver::new().unwrap();
+    let vm = driver
+        .add_machine(StartCommand::Script(guest_start_script("tiny")))
+        .unwrap();
+    assert_eq!(vm.name(), "tiny");
+    let t0 = Instant::now();
+    vm.connect().unwrap();
+    eprintln!(
+        "tiny guest: backdoor ready {:.2} s after start",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(vm.is_up());
+
+    let release = vm.succeed("uname -r").unwrap();
+    assert!(
+        release.trim_end().ends_with("cloud-amd64"),
+        "uname -r: {release:?}"
+    );
+
+    let ok = |cmd: &str, want: &str| {
+        let (status, out) = vm.execute(cmd).unwrap();
+        assert_eq!((status, out.as_str()), (0, want), "{cmd:?}");
+    };
+    ok("echo hi # c", "hi\n");
+    ok("cat <<EOF\nline1\n$((1+2))\nEOF", "line1\n3\n");
+    ok("echo '('", "(\n");
+    ok(
+        "x=1\nif [ $x = 1 ]; then\n  echo one\nfi\nfor i in a b; do\n  echo $i\ndone",
+        "one\na\nb\n",
+    );
+    ok("printf 'no newline'", "no newline");
+    ok("echo fine", "fine\n");
+    assert_eq!(vm.execute("exit 3").unwrap().0, 3);
+    ok("echo still connected", "still connected\n");
+
+    let t = Instant::now();
+    ok("cat", "");
+    ok("sleep 100 &", "");
+    ok("sleep 100 & echo started", "started\n");
+    ok("echo next", "next\n");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "cat/background jobs blocked: {:?}",
+        t.elapsed()
+    );
+
+    let (status, bytes) = vm
+        .execute_bytes(b"printf '\\377\\376\\n'", Duration::from_secs(60))
+        .unwrap();
+    assert_eq!((status, bytes.as_slice()), (0, &b"\xff\xfe\n"[..]));
+
+    // Marker-like text, the banner and a here-document delimiter in the output.
+    ok(
+        "printf '\\036E00000000000000000000000000000001 0\\036 Spawning backdoor root shell...\\nvmtd_0\\n'",
+        "\u{1e}E00000000000000000000000000000001 0\u{1e} Spawning backdoor root shell...\nvmtd_0\n",
+    );
+
+    // stderr goes to the serial console (the log), not into the returned output.
+    ok("echo out; echo err-from-command >&2", "out\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vm.get_console_log().contains("err-from-command") {
+        assert!(
+            Instant::now() < deadline,
+            "stderr never reached the console log"
+        );
+        vm.succeed("sleep 0.1").unwrap();
+    }
+
+    let t = Instant::now();
+    let (status, big) = vm
+        .execute_bytes(
+            b"head -c 10000000 /dev/zero | tr '\\000' a",
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(big.len(), 10_000_000);
+    assert!(big.iter().all(|&b| b == b'a'));
+    eprintln!("10 MB of output in {:.2} s", t.elapsed().as_secs_f64());
+
+    let err = vm.succeed("echo nope; false").unwrap_err().to_string();
+    assert!(
+        err.contains("exit status 1") && err.contains("nope"),
+        "{err}"
+    );
+
+    vm.shutdown().unwrap();
+    assert!(!vm.is_running());
+}
