@@ -47,6 +47,11 @@ fn main() -> ExitCode {
             )
         })
         .init();
+    // QEMUs that a start script forked without exec become our children when the script exits, so
+    // they are reaped and stopped with their process group instead of lingering under PID 1.
+    if let Err(e) = qemu_proc::become_subreaper() {
+        log::warn!("{e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
