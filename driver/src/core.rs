@@ -438,11 +438,7 @@ impl Core {
                         &mut io.shells[k],
                         Channel::Shell(k),
                     ),
-                    _ => (
-                        &mut io.monitor_listener,
-                        &mut io.monitor,
-                        Channel::Monitor,
-                    ),
+                    _ => (&mut io.monitor_listener, &mut io.monitor, Channel::Monitor),
                 };
                 let Some(l) = listener.as_mut() else {
                     return Ok(());
@@ -512,7 +508,11 @@ impl Core {
                         guest_shell::Event::Stray(b) => {
                             let text = String::from_utf8_lossy(&b);
                             if !text.trim().is_empty() {
-                                log::info!("{}: output outside any command: {}", vm.name, text.trim_end());
+                                log::info!(
+                                    "{}: output outside any command: {}",
+                                    vm.name,
+                                    text.trim_end()
+                                );
                             }
                         }
                         e => vm.shell_events.push_back(e),
@@ -549,7 +549,10 @@ impl Core {
 
     /// Whether QEMU has connected to machine `i`'s monitor (and not closed it).
     pub(crate) fn monitor_connected(&self, i: usize) -> bool {
-        self.vms[i].io.as_ref().is_some_and(|io| io.monitor.is_some())
+        self.vms[i]
+            .io
+            .as_ref()
+            .is_some_and(|io| io.monitor.is_some())
     }
 
     /// Whether machine `i`'s console and QEMU stderr reached end of file.

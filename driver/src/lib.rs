@@ -46,7 +46,9 @@ pub enum Error {
         last: String,
     },
     /// `succeed` got a non-zero exit status.
-    #[error("machine {machine}: command `{command}` failed (exit status {status}); output:\n{output}")]
+    #[error(
+        "machine {machine}: command `{command}` failed (exit status {status}); output:\n{output}"
+    )]
     CommandFailed {
         /// The machine.
         machine: String,

@@ -64,8 +64,14 @@ impl Machine {
     /// Starts the machine if needed and waits up to `timeout` for the backdoor shell.
     pub fn connect_within(&self, timeout: Duration) -> Result<(), Error> {
         let mut core = self.core.borrow_mut();
-        if core.vms[self.i].is_running() && core.vms[self.i].shell_connected() {
+        let vm = &core.vms[self.i];
+        if vm.is_running() && vm.shell_connected() {
             return Ok(());
+        }
+        // Exited without anyone waiting for it (a crash, a poweroff from inside): report it rather
+        // than boot a fresh machine behind the test's back. After `wait_for_shutdown` it starts anew.
+        if vm.io.is_some() && vm.exit.is_some() {
+            return Err(self.gone(&mut core, "QEMU has exited"));
         }
         core.start(self.i)?;
         let t0 = Instant::now();
@@ -92,7 +98,9 @@ impl Machine {
                 core.vms[i].shell_events.clear();
                 Ok(())
             }
-            Some(false) => Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected")),
+            Some(false) => {
+                Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected"))
+            }
             None => Err(Error::Timeout {
                 machine: self.name.clone(),
                 what: "the backdoor shell to connect".into(),
@@ -115,7 +123,11 @@ impl Machine {
     }
 
     /// Runs `command` and returns its exit status and raw stdout bytes.
-    pub fn execute_bytes(&self, command: &[u8], timeout: Duration) -> Result<(i32, Vec<u8>), Error> {
+    pub fn execute_bytes(
+        &self,
+        command: &[u8],
+        timeout: Duration,
+    ) -> Result<(i32, Vec<u8>), Error> {
         self.connect()?;
         let mut core = self.core.borrow_mut();
         let i = self.i;
@@ -222,10 +234,13 @@ impl Machine {
         }
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         // QEMU connects right after it starts; the codec holds the command until the greeting.
-        let bytes = core.vms[i].monitor.command(command).map_err(|e| Error::Monitor {
-            machine: self.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes = core.vms[i]
+            .monitor
+            .command(command)
+            .map_err(|e| Error::Monitor {
+                machine: self.name.clone(),
+                reason: e.to_string(),
+            })?;
         let ready = core.run_until(deadline, |core| {
             if core.vms[i].exit.is_some() {
                 Some(false)
@@ -271,12 +286,13 @@ impl Machine {
         self.connect()?;
         {
             let mut core = self.core.borrow_mut();
-            let bytes = core.vms[self.i].shell().command(b"poweroff").map_err(|source| {
-                Error::BadCommand {
+            let bytes = core.vms[self.i]
+                .shell()
+                .command(b"poweroff")
+                .map_err(|source| Error::BadCommand {
                     machine: self.name.clone(),
                     source,
-                }
-            })?;
+                })?;
             core.write_shell(self.i, &bytes);
         }
         self.wait_for_shutdown()

@@ -24,5 +24,8 @@ fn commands_over_hvc0() {
             .trim(),
         "100000"
     );
-    vm.shutdown().unwrap();
+    // `quit` ends QEMU at once (NixOS's `crash`).
+    vm.send_monitor_command("quit").unwrap();
+    vm.wait_for_shutdown().unwrap();
+    assert!(!vm.is_running());
 }
