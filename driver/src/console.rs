@@ -74,6 +74,33 @@ impl Console {
         self.lines.iter().skip(skip).cloned().collect()
     }
 
+    /// The first kept line numbered `from` or later (lines count from 0 since boot) that `matches`,
+    /// with its number; lines already dropped from the ring are skipped.
+    pub(crate) fn find_from(
+        &self,
+        from: u64,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> Option<(u64, String)> {
+        let first = self.total - self.lines.len() as u64;
+        let skip = from.saturating_sub(first) as usize;
+        self.lines
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .find(|(_, l)| matches(l))
+            .map(|(k, l)| (first + k as u64, l.clone()))
+    }
+
+    /// Number of lines completed so far (the line being received will get this number).
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The line being received (no newline yet), e.g. a prompt.
+    pub(crate) fn partial(&self) -> String {
+        String::from_utf8_lossy(&self.partial).into_owned()
+    }
+
     /// Every line kept, joined.
     pub(crate) fn text(&self) -> String {
         let mut s = String::new();
@@ -99,6 +126,16 @@ mod tests {
         assert_eq!(c.flush(), None);
         c.feed(b"prompt# ");
         assert_eq!(c.flush().as_deref(), Some("prompt# "));
+    }
+
+    #[test]
+    fn find_from_counts_lines_since_boot() {
+        let mut c = Console::new(2);
+        c.feed(b"a\nb\nc\nb\n");
+        assert_eq!(c.find_from(0, |l| l == "b"), Some((3, "b".into())));
+        assert_eq!(c.find_from(4, |l| l == "b"), None);
+        assert_eq!(c.find_from(0, |l| l == "a"), None, "dropped from the ring");
+        assert_eq!(c.total, 4);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub(crate) struct Vm {
     pub(crate) io: Option<VmIo>,
     pub(crate) exit: Option<ExitStatus>,
     pub(crate) started_at: Option<Instant>,
+    /// Console lines before this number were consumed by `wait_for_console_text`.
+    pub(crate) console_cursor: u64,
 }
 
 impl Vm {
@@ -124,6 +126,7 @@ impl Vm {
             io: None,
             exit: None,
             started_at: None,
+            console_cursor: 0,
         }
     }
 

@@ -17,6 +17,7 @@
 mod console;
 mod core;
 mod machine;
+mod waits;
 
 pub use machine::Machine;
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
@@ -126,6 +127,25 @@ pub enum Error {
         /// Why.
         #[source]
         source: qemu_proc::Error,
+    },
+    /// A regular expression did not compile.
+    #[error("invalid regular expression {pattern:?}")]
+    Regex {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it is invalid.
+        #[source]
+        source: regex::Error,
+    },
+    /// A systemd unit entered the `failed` state while it was awaited.
+    #[error("machine {machine}: unit {unit} failed\n{status}")]
+    UnitFailed {
+        /// The machine.
+        machine: String,
+        /// The unit.
+        unit: String,
+        /// `systemctl status` of the unit.
+        status: String,
     },
     /// Setting up the run (state directory, accelerator probe) failed.
     #[error("cannot set up the run")]

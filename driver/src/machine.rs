@@ -14,9 +14,9 @@ const LAST_OUTPUT: usize = 2000;
 /// A handle on one machine of a [`Driver`](crate::Driver); clones refer to the same machine.
 #[derive(Clone)]
 pub struct Machine {
-    core: Rc<RefCell<Core>>,
-    i: usize,
-    name: String,
+    pub(crate) core: Rc<RefCell<Core>>,
+    pub(crate) i: usize,
+    pub(crate) name: String,
 }
 
 impl std::fmt::Debug for Machine {
@@ -326,7 +326,7 @@ impl Machine {
         self.core.borrow().vms[self.i].console.text()
     }
 
-    fn gone(&self, core: &mut Core, what: &str) -> Error {
+    pub(crate) fn gone(&self, core: &mut Core, what: &str) -> Error {
         settle(core, self.i);
         Error::MachineGone {
             machine: self.name.clone(),
@@ -343,7 +343,7 @@ fn settle(core: &mut Core, i: usize) {
     });
 }
 
-fn tail_text(out: &[u8], max: usize) -> String {
+pub(crate) fn tail_text(out: &[u8], max: usize) -> String {
     let start = out.len().saturating_sub(max);
     let text = String::from_utf8_lossy(&out[start..]);
     if start > 0 {

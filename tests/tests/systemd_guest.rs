@@ -40,6 +40,59 @@ fn boot_commands_and_shutdown() {
         )
         .unwrap();
     assert_eq!((status, out.len()), (0, 1333336));
+
+    // Units: waits, info, and the failure paths, which must end at once rather than at the timeout.
+    vm.wait_for_unit("multi-user.target", None).unwrap();
+    let info = vm.get_unit_info("systemd-journald.service").unwrap();
+    assert_eq!(info["ActiveState"], "active");
+    vm.require_active_unit("systemd-journald.service").unwrap();
+    vm.write_file(
+        "/etc/systemd/system/broken.service",
+        b"[Service]\nExecStart=/bin/sh -c 'echo broken-unit-says-bye; exit 7'\n",
+    )
+    .unwrap();
+    vm.write_file(
+        "/etc/systemd/system/sleeper.service",
+        b"[Service]\nExecStart=/bin/sleep 1000\n",
+    )
+    .unwrap();
+    vm.succeed("systemctl daemon-reload").unwrap();
+    vm.start_job("broken.service").unwrap();
+    let t = Instant::now();
+    let err = vm
+        .wait_for_unit("broken.service", None)
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert!(err.contains("unit broken.service failed"), "{err}");
+    assert!(
+        err.contains("broken-unit-says-bye"),
+        "the journal is shown: {err}"
+    );
+    let err = vm
+        .wait_for_unit("sleeper.service", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no job is pending"), "{err}");
+    assert!(vm.require_active_unit("sleeper.service").is_err());
+    assert_eq!(vm.start_job("sleeper.service").unwrap().0, 0);
+    vm.wait_for_unit("sleeper.service", Some(Duration::from_secs(60)))
+        .unwrap();
+    let (status, _) = vm.systemctl("is-active sleeper.service").unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(vm.stop_job("sleeper.service").unwrap().0, 0);
+
+    // OpenBSD nc (`nc -z`) in this guest.
+    vm.succeed(
+        "mkdir -p /tmp/w; (sleep 0.5; exec busybox httpd -f -p 8080 -h /tmp/w) >/dev/null 2>&1 &",
+    )
+    .unwrap();
+    vm.wait_for_open_port(8080, None, Some(Duration::from_secs(60)))
+        .unwrap();
+    vm.succeed("pkill -f 'httpd -f -p 8080'").unwrap();
+    vm.wait_for_closed_port(8080, None, Some(Duration::from_secs(60)))
+        .unwrap();
+
     vm.shutdown().unwrap();
     assert!(!vm.is_running());
 }

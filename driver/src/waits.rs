@@ -1,0 +1,434 @@
+//! Waits, systemd units, files and ports: the `Machine` methods built from commands and the console.
+
+use crate::machine::tail_text;
+use crate::{Error, Machine, DEFAULT_TIMEOUT};
+use regex::Regex;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// First pause between two tries of a polling wait; it grows to [`MAX_RETRY_DELAY`], so a condition
+/// that turns true soon is seen within milliseconds and a long wait costs the guest little.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Console lines shown when a console wait times out.
+const CONSOLE_CONTEXT: usize = 20;
+
+impl Machine {
+    /// Serves the event loop for `d` (other machines' consoles keep flowing) without sending anything.
+    fn idle(&self, d: Duration) -> Result<(), Error> {
+        let mut core = self.core.borrow_mut();
+        core.run_until(Instant::now() + d, |_| None::<()>)?;
+        Ok(())
+    }
+
+    /// Calls `attempt` until it returns `Some`, pausing with a growing delay; on timeout the error
+    /// names `what` and shows what `attempt` last wrote into its string.
+    fn retry<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut attempt: impl FnMut(Duration, &mut String) -> Result<Option<T>, Error>,
+    ) -> Result<T, Error> {
+        let t0 = Instant::now();
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut last = String::new();
+        loop {
+            let left = timeout.saturating_sub(t0.elapsed());
+            if let Some(v) = attempt(left.max(Duration::from_secs(1)), &mut last)? {
+                return Ok(v);
+            }
+            let left = timeout.saturating_sub(t0.elapsed());
+            if left.is_zero() {
+                return Err(Error::Timeout {
+                    machine: self.name.clone(),
+                    what: what.to_string(),
+                    after: timeout,
+                    last,
+                });
+            }
+            self.idle(delay.min(left))?;
+            delay = (delay * 3 / 2).min(MAX_RETRY_DELAY);
+        }
+    }
+
+    /// Runs `command` until it exits 0 (default timeout); returns its output.
+    ///
+    /// ```no_run
+    /// # let vm: driver::Machine = todo!();
+    /// vm.wait_until_succeeds("test -e /run/ready", None)?;
+    /// # Ok::<(), driver::Error>(())
+    /// ```
+    pub fn wait_until_succeeds(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Result<String, Error> {
+        log::info!("{}: waiting for success: {command}", self.name);
+        self.until_status(command, timeout, true)
+    }
+
+    /// Runs `command` until it exits non-zero (default timeout); returns its output.
+    pub fn wait_until_fails(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Result<String, Error> {
+        log::info!("{}: waiting for failure: {command}", self.name);
+        self.until_status(command, timeout, false)
+    }
+
+    fn until_status(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        success: bool,
+    ) -> Result<String, Error> {
+        let what = format!(
+            "`{command}` to {}",
+            if success { "succeed" } else { "fail" }
+        );
+        self.retry(&what, timeout.unwrap_or(DEFAULT_TIMEOUT), |left, last| {
+            let (status, out) = self.execute_within(command, left)?;
+            *last = format!(
+                "exit status {status}, output:\n{}",
+                tail_text(out.as_bytes(), 2000)
+            );
+            Ok(((status == 0) == success).then_some(out))
+        })
+    }
+
+    /// Waits until `path` exists in the guest.
+    pub fn wait_for_file(&self, path: &str, timeout: Option<Duration>) -> Result<(), Error> {
+        log::info!("{}: waiting for file {path}", self.name);
+        let cmd = format!("test -e {}", sh_quote(path));
+        self.retry(
+            &format!("file {path} to exist"),
+            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            |left, last| {
+                let (status, _) = self.execute_within(&cmd, left)?;
+                *last = format!("`{cmd}` exited {status}");
+                Ok((status == 0).then_some(()))
+            },
+        )
+    }
+
+    /// Waits until something accepts TCP connections on `addr:port` in the guest (`addr` defaults to
+    /// `localhost`, as in NixOS; any address works).
+    pub fn wait_for_open_port(
+        &self,
+        port: u16,
+        addr: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.port_wait(port, addr, timeout, true)
+    }
+
+    /// Waits until nothing accepts TCP connections on `addr:port` in the guest.
+    pub fn wait_for_closed_port(
+        &self,
+        port: u16,
+        addr: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.port_wait(port, addr, timeout, false)
+    }
+
+    fn port_wait(
+        &self,
+        port: u16,
+        addr: Option<&str>,
+        timeout: Option<Duration>,
+        open: bool,
+    ) -> Result<(), Error> {
+        let addr = addr.unwrap_or("localhost");
+        let state = if open { "open" } else { "closed" };
+        log::info!("{}: waiting for {state} port {addr}:{port}", self.name);
+        // `nc -z` where nc has it (OpenBSD's); busybox nc lacks -z but returns at once on an open
+        // port when stdin is empty. Messages are kept so a reason other than "not yet" (a name that
+        // does not resolve, no nc) shows up in the timeout error.
+        let a = sh_quote(addr);
+        let cmd = format!(
+            "o=$(nc -z -w 1 {a} {port} 2>&1) && exit 0\n\
+             case \"$o\" in *'invalid option'*|*'illegal option'*)\n\
+             nc -w 1 {a} {port} </dev/null >/dev/null 2>&1 && exit 0\n\
+             o=\"$(nc -w 1 {a} {port} </dev/null 2>&1)\";;\nesac\necho \"$o\"; exit 1"
+        );
+        self.retry(
+            &format!("port {addr}:{port} to be {state}"),
+            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            |left, last| {
+                let (status, out) = self.execute_within(&cmd, left)?;
+                *last = format!("nc exited {status}: {}", out.trim_end());
+                Ok(((status == 0) == open).then_some(()))
+            },
+        )
+    }
+
+    /// Sleeps `seconds` of guest time.
+    pub fn sleep(&self, seconds: f64) -> Result<(), Error> {
+        self.succeed(&format!("sleep {seconds}")).map(drop)
+    }
+
+    /// Waits until a serial console line matches `regex`; returns the line. Each match consumes the
+    /// console up to that line, so repeated waits move forward; the line being printed (a prompt
+    /// without newline) matches too.
+    pub fn wait_for_console_text(
+        &self,
+        regex: &str,
+        timeout: Option<Duration>,
+    ) -> Result<String, Error> {
+        let re = Regex::new(regex).map_err(|source| Error::Regex {
+            pattern: regex.to_string(),
+            source,
+        })?;
+        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        log::info!("{}: waiting for console text /{regex}/", self.name);
+        let i = self.i;
+        let mut core = self.core.borrow_mut();
+        let found = core.run_until(Instant::now() + timeout, |core| {
+            let vm = &mut core.vms[i];
+            if let Some((n, line)) = vm.console.find_from(vm.console_cursor, |l| re.is_match(l)) {
+                vm.console_cursor = n + 1;
+                return Some(Some(line));
+            }
+            let partial = vm.console.partial();
+            if re.is_match(&partial) {
+                // The line, once complete, counts as consumed.
+                vm.console_cursor = vm.console.total() + 1;
+                return Some(Some(partial));
+            }
+            // Nothing more can arrive once QEMU exited and its console reached end of file.
+            (vm.exit.is_some() && core.io_drained(i)).then_some(None)
+        })?;
+        match found {
+            Some(Some(line)) => Ok(line),
+            Some(None) => Err(self.gone(
+                &mut core,
+                &format!("QEMU exited while waiting for console text /{regex}/"),
+            )),
+            None => Err(Error::Timeout {
+                machine: self.name.clone(),
+                what: format!("console text /{regex}/"),
+                after: timeout,
+                last: core.vms[i].console.tail(CONSOLE_CONTEXT).join("\n"),
+            }),
+        }
+    }
+
+    /// Stops QEMU at once through the monitor (`quit`), like pulling the plug, and waits for it.
+    pub fn crash(&self) -> Result<(), Error> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        log::info!("{}: crashing", self.name);
+        self.send_monitor_command("quit")?;
+        self.wait_for_shutdown()
+    }
+
+    /// Runs `systemctl <args>` in the guest; returns its exit status and output.
+    pub fn systemctl(&self, args: &str) -> Result<(i32, String), Error> {
+        self.execute(&format!("systemctl {args}"))
+    }
+
+    /// `systemctl show <unit>` as a map of property to value.
+    pub fn get_unit_info(&self, unit: &str) -> Result<HashMap<String, String>, Error> {
+        let cmd = format!("systemctl --no-pager show {}", sh_quote(unit));
+        let (status, out) = self.execute(&cmd)?;
+        if status != 0 {
+            return Err(Error::CommandFailed {
+                machine: self.name.clone(),
+                command: cmd,
+                status,
+                output: out,
+            });
+        }
+        Ok(parse_properties(&out))
+    }
+
+    /// Waits until `unit` is active; fails at once, with its status and journal, if it fails, and
+    /// when it is inactive with no job pending (it would never start).
+    pub fn wait_for_unit(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
+        log::info!("{}: waiting for unit {unit}", self.name);
+        self.retry(
+            &format!("unit {unit} to be active"),
+            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            |_, last| {
+                let info = self.get_unit_info(unit)?;
+                let state = info.get("ActiveState").map_or("", String::as_str);
+                *last = format!(
+                    "ActiveState={state} SubState={}",
+                    info.get("SubState").map_or("", String::as_str)
+                );
+                match state {
+                    "active" => Ok(Some(())),
+                    "failed" => Err(self.unit_failed(unit)),
+                    "inactive" => {
+                        let (_, jobs) = self.systemctl("list-jobs --full 2>&1")?;
+                        if jobs.contains("No jobs") {
+                            // The unit may have started between the two queries.
+                            let again = self.get_unit_info(unit)?;
+                            if again.get("ActiveState").map(String::as_str) == Some("inactive") {
+                                return Err(Error::UnitFailed {
+                                    machine: self.name.clone(),
+                                    unit: unit.to_string(),
+                                    status: format!(
+                                        "it is inactive and no job is pending\n{}",
+                                        self.unit_status(unit)
+                                    ),
+                                });
+                            }
+                        }
+                        Ok(None)
+                    }
+                    _ => Ok(None),
+                }
+            },
+        )
+    }
+
+    /// Fails unless `unit` is active now.
+    pub fn require_active_unit(&self, unit: &str) -> Result<(), Error> {
+        let info = self.get_unit_info(unit)?;
+        match info.get("ActiveState").map(String::as_str) {
+            Some("active") => Ok(()),
+            state => Err(Error::UnitFailed {
+                machine: self.name.clone(),
+                unit: unit.to_string(),
+                status: format!(
+                    "expected active, it is {}\n{}",
+                    state.unwrap_or("unknown"),
+                    self.unit_status(unit)
+                ),
+            }),
+        }
+    }
+
+    /// `systemctl start <unit>`; returns status and output.
+    pub fn start_job(&self, unit: &str) -> Result<(i32, String), Error> {
+        self.systemctl(&format!("start {}", sh_quote(unit)))
+    }
+
+    /// `systemctl stop <unit>`; returns status and output.
+    pub fn stop_job(&self, unit: &str) -> Result<(i32, String), Error> {
+        self.systemctl(&format!("stop {}", sh_quote(unit)))
+    }
+
+    fn unit_failed(&self, unit: &str) -> Error {
+        Error::UnitFailed {
+            machine: self.name.clone(),
+            unit: unit.to_string(),
+            status: self.unit_status(unit),
+        }
+    }
+
+    /// `systemctl status` and the last journal lines of `unit`, for error messages; best effort.
+    fn unit_status(&self, unit: &str) -> String {
+        let q = sh_quote(unit);
+        let cmd = format!(
+            "systemctl --no-pager status {q} 2>&1; journalctl --no-pager -n 50 -u {q} 2>&1"
+        );
+        match self.execute_within(&cmd, Duration::from_secs(30)) {
+            Ok((_, out)) => out,
+            Err(e) => format!("(could not get the unit's status: {e})"),
+        }
+    }
+
+    /// Copies a host file into the guest at `target` (any bytes, any file name); creates the parent
+    /// directory.
+    pub fn copy_from_host(&self, source: &Path, target: &str) -> Result<(), Error> {
+        let bytes = std::fs::read(source).map_err(|e| Error::Io {
+            what: format!("reading {}", source.display()),
+            source: e,
+        })?;
+        self.write_file(target, &bytes)
+    }
+
+    /// Writes `bytes` to `target` in the guest, creating the parent directory.
+    pub fn write_file(&self, target: &str, bytes: &[u8]) -> Result<(), Error> {
+        use base64::Engine as _;
+        log::info!("{}: writing {} bytes to {target}", self.name, bytes.len());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut cmd = format!(
+            "t={}; mkdir -p -- \"$(dirname -- \"$t\")\" && base64 -d > \"$t\" <<'VMTD_EOF'\n",
+            sh_quote(target)
+        );
+        // Lines of 76 characters, as base64 tools write them, keep any shell's line reader happy.
+        for chunk in encoded.as_bytes().chunks(76) {
+            cmd.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+            cmd.push('\n');
+        }
+        cmd.push_str("VMTD_EOF\n");
+        let (status, out) = self.execute(&cmd)?;
+        if status != 0 {
+            return Err(Error::CommandFailed {
+                machine: self.name.clone(),
+                command: format!("write {target}"),
+                status,
+                output: out,
+            });
+        }
+        Ok(())
+    }
+
+    /// The bytes of a file in the guest (the channel is binary-safe, so no encoding is needed).
+    pub fn copy_from_vm(&self, source: &str) -> Result<Vec<u8>, Error> {
+        let cmd = format!("cat -- {}", sh_quote(source));
+        let (status, out) = self.execute_bytes(cmd.as_bytes(), DEFAULT_TIMEOUT)?;
+        if status != 0 {
+            return Err(Error::CommandFailed {
+                machine: self.name.clone(),
+                command: cmd,
+                status,
+                output: String::from_utf8_lossy(&out).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forwards TCP `host_port` on the host to `guest_port` in the guest (user-mode networking).
+    pub fn forward_port(&self, host_port: u16, guest_port: u16) -> Result<(), Error> {
+        let reply =
+            self.send_monitor_command(&format!("hostfwd_add tcp::{host_port}-:{guest_port}"))?;
+        if reply.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Monitor {
+                machine: self.name.clone(),
+                reason: format!("hostfwd_add {host_port} -> {guest_port}: {}", reply.trim()),
+            })
+        }
+    }
+}
+
+/// Quotes `s` for a POSIX shell: single quotes, with `'` written as `'\''`.
+pub(crate) fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn parse_properties(out: &str) -> HashMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn properties() {
+        let p =
+            parse_properties("ActiveState=active\nExecStart={ path=/bin/x ; argv[]=/bin/x a=b }\n");
+        assert_eq!(p["ActiveState"], "active");
+        assert_eq!(p["ExecStart"], "{ path=/bin/x ; argv[]=/bin/x a=b }");
+    }
+}

@@ -1,0 +1,137 @@
+//! Waits, files, ports, console text and port forwarding on the tiny guest, each with its failure path.
+
+use driver::{Driver, Error, StartCommand};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use tests::{guest_start_script, init_logging};
+
+fn secs(s: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(s))
+}
+
+#[test]
+fn waits_files_ports_console_and_forwarding() {
+    init_logging();
+    let driver = Driver::new().unwrap();
+    let vm = driver
+        .add_machine(StartCommand::Script(guest_start_script("tiny")))
+        .unwrap();
+
+    // wait_until_succeeds / wait_until_fails notice a change made in the background.
+    vm.succeed("(sleep 1; touch /tmp/f) >/dev/null 2>&1 &")
+        .unwrap();
+    let t = Instant::now();
+    vm.wait_until_succeeds("test -e /tmp/f", None).unwrap();
+    eprintln!("wait_until_succeeds returned after {:?}", t.elapsed());
+    vm.succeed("(sleep 0.5; rm /tmp/f) >/dev/null 2>&1 &")
+        .unwrap();
+    vm.wait_until_fails("test -e /tmp/f", secs(30.0)).unwrap();
+    let err = vm
+        .wait_until_succeeds("echo last-words; false", secs(1.0))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("last-words") && msg.contains("exit status 1"),
+        "{msg}"
+    );
+    assert!(vm.wait_until_fails("true", secs(0.5)).is_err());
+
+    // Files.
+    vm.succeed("(sleep 0.5; echo x > '/tmp/a file') >/dev/null 2>&1 &")
+        .unwrap();
+    vm.wait_for_file("/tmp/a file", secs(30.0)).unwrap();
+    let msg = vm
+        .wait_for_file("/tmp/never", secs(0.5))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("/tmp/never"), "{msg}");
+
+    // Ports, on an address other than localhost too.
+    vm.succeed("mkdir -p /tmp/www && echo served > /tmp/www/index.html")
+        .unwrap();
+    vm.succeed("(sleep 1; exec httpd -f -p 8080 -h /tmp/www) >/dev/null 2>&1 &")
+        .unwrap();
+    vm.wait_for_open_port(8080, None, secs(60.0)).unwrap();
+    vm.wait_for_open_port(8080, Some("127.0.0.1"), secs(10.0))
+        .unwrap();
+    let msg = vm
+        .wait_for_open_port(9, Some("no-such-host.invalid"), secs(0.5))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no-such-host.invalid"), "{msg}");
+    let msg = vm
+        .wait_for_closed_port(8080, None, secs(0.5))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("closed"), "{msg}");
+
+    // forward_port: the guest's web server reachable from the host.
+    let host_port = 18000 + (std::process::id() % 1000) as u16;
+    vm.forward_port(host_port, 8080).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.contains("served"), "{page}");
+    assert!(
+        vm.forward_port(host_port, 8080).is_err(),
+        "the same host port twice"
+    );
+
+    vm.succeed("killall httpd").unwrap();
+    vm.wait_for_closed_port(8080, None, secs(30.0)).unwrap();
+
+    // Console text, printed after the wait began; waits move forward through the console.
+    vm.succeed("(sleep 1; echo console-marker-1; echo console-marker-2) > /dev/ttyS0 2>&1 &")
+        .unwrap();
+    let line = vm
+        .wait_for_console_text("console-marker-\\d", secs(60.0))
+        .unwrap();
+    assert_eq!(line, "console-marker-1");
+    let line = vm
+        .wait_for_console_text("console-marker-\\d", secs(60.0))
+        .unwrap();
+    assert_eq!(line, "console-marker-2");
+    let msg = vm
+        .wait_for_console_text("console-marker-\\d", secs(0.5))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("console-marker-2"),
+        "the error shows the last lines: {msg}"
+    );
+    assert!(matches!(
+        vm.wait_for_console_text("(unclosed", None),
+        Err(Error::Regex { .. })
+    ));
+
+    // copy_from_host / copy_from_vm: every byte value, a file name with a space and a quote.
+    let dir = tempdir();
+    let src = dir.join("bytes");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    std::fs::write(&src, &bytes).unwrap();
+    vm.copy_from_host(&src, "/tmp/new dir/it's").unwrap();
+    assert_eq!(
+        vm.succeed("wc -c < \"/tmp/new dir/it's\"").unwrap().trim(),
+        "100000"
+    );
+    assert_eq!(vm.copy_from_vm("/tmp/new dir/it's").unwrap(), bytes);
+    assert!(vm.copy_from_vm("/tmp/missing").is_err());
+    assert!(vm.copy_from_host(&dir.join("missing"), "/tmp/x").is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let t = Instant::now();
+    vm.sleep(0.3).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    vm.crash().unwrap();
+    assert!(!vm.is_running());
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("vmtd-waits-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
