@@ -7,7 +7,7 @@
 # (run-tiny-vm or run-systemd-vm). Everything else (progress, tool output) goes to stderr.
 #
 # Cache: ${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}/<guest>-<hash>, where <hash>
-# is the first 16 hex digits of a sha256 over this script and the guest's files under guests/<guest>/.
+# is the first 16 hex digits of a sha256 over this script, guests/common/ and the guest's files under guests/<guest>/.
 # A directory with a .complete stamp is reused as is. Builds go to a temporary directory next to it that is
 # renamed into place; concurrent builds of the same guest are serialised with flock.
 #
@@ -52,7 +52,7 @@ for t in sha256sum:coreutils flock:util-linux apt-get:apt apt-cache:apt dpkg-deb
 done
 
 # Hash of the build inputs: this script and the guest's files (names and contents).
-hash=$(cd "$here" && find build.sh "$guest" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+hash=$(cd "$here" && find build.sh common "$guest" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
        | sha256sum | cut -c1-16)
 
 cache=${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}
@@ -185,7 +185,8 @@ build_tiny() {
 
     install -m 644 "$here/tiny/inittab" "$root/etc/inittab"
     install -m 755 "$here/tiny/rcS" "$root/etc/init.d/rcS"
-    install -m 755 "$here/tiny/backdoor" "$root/bin/backdoor"
+    install -m 755 "$here/common/backdoor" "$root/bin/backdoor"
+    install -m 755 "$here/common/vlan-ip" "$root/sbin/vlan-ip"
     install -m 755 "$here/tiny/udhcpc.script" "$root/etc/udhcpc.script"
     echo tiny > "$root/etc/hostname"
     printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
@@ -281,7 +282,9 @@ build_systemd() {
     rm -f "$root/var/lib/dbus/machine-id"
 
     local sd=$root/etc/systemd/system
-    install -m 755 "$here/systemd/backdoor" "$root/usr/local/sbin/backdoor"
+    install -m 755 "$here/common/backdoor" "$root/usr/local/sbin/backdoor"
+    install -m 755 "$here/common/vlan-ip" "$root/usr/local/sbin/vlan-ip"
+    install -m 644 "$here/systemd/70-vmtd-vlan.rules" "$root/etc/udev/rules.d/70-vmtd-vlan.rules"
     install -m 644 "$here/systemd/backdoor.service" "$sd/backdoor.service"
     mkdir -p "$sd/multi-user.target.wants"
     ln -sf ../backdoor.service "$sd/multi-user.target.wants/backdoor.service"

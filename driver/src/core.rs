@@ -2,6 +2,7 @@
 //! `mio::Poll`. Blocking API calls are "send what is needed, then `run_until`".
 
 use crate::console::Console;
+use crate::vlan::{self, Switch};
 use crate::Error;
 use guest_shell::Session;
 use mio::net::{UnixListener, UnixStream};
@@ -108,10 +109,14 @@ pub(crate) struct Vm {
     pub(crate) started_at: Option<Instant>,
     /// Console lines before this number were consumed by `wait_for_console_text`.
     pub(crate) console_cursor: u64,
+    /// 1-based position among the driver's machines; the last byte of its VLAN MACs and addresses.
+    pub(crate) number: usize,
+    /// VLANs this machine is attached to.
+    pub(crate) vlans: Vec<u32>,
 }
 
 impl Vm {
-    pub(crate) fn new(name: String, start: StartCommand) -> Self {
+    pub(crate) fn new(name: String, start: StartCommand, number: usize) -> Self {
         Vm {
             name,
             start,
@@ -127,6 +132,8 @@ impl Vm {
             exit: None,
             started_at: None,
             console_cursor: 0,
+            number,
+            vlans: Vec::new(),
         }
     }
 
@@ -187,6 +194,8 @@ pub(crate) struct Core {
     events: Events,
     _signals: Signals,
     pub(crate) vms: Vec<Vm>,
+    /// Switches, stopped after the machines (see `Drop`).
+    pub(crate) switches: Vec<Switch>,
     pub(crate) root: StateRoot,
     pub(crate) accel: AccelChoice,
 }
@@ -203,6 +212,7 @@ impl Core {
             events: Events::with_capacity(64),
             _signals: signals,
             vms: Vec::new(),
+            switches: Vec::new(),
             root,
             accel,
         })
@@ -223,16 +233,29 @@ impl Core {
         let dir = self.root.machine_dir(&name).map_err(proc_err)?;
         let shared = self.root.shared_dir().map_err(proc_err)?;
         let paths = MachinePaths::new(dir, shared);
-        let plan = qemu_proc::launch_plan(
+        let mut extra_qemu_opts = Vec::new();
+        for &n in &self.vms[i].vlans {
+            let switch = self.switches.iter().find(|s| s.number == n);
+            let switch = switch.expect("attach_vlans starts the switches it names");
+            extra_qemu_opts.extend(vlan::qemu_opts(n, self.vms[i].number, &switch.socket_dir));
+        }
+        let mut plan = qemu_proc::launch_plan(
             &name,
             &self.vms[i].start,
             &paths,
             &LaunchOptions {
                 accel: self.accel.accel,
                 allow_reboot: self.vms[i].allow_reboot,
-                extra_qemu_opts: Vec::new(),
+                extra_qemu_opts,
             },
         );
+        // NixOS-built start scripts attach themselves to the switches named by these.
+        for s in &self.switches {
+            plan.env.push((
+                format!("QEMU_VDE_SOCKET_{}", s.number).into(),
+                s.socket_dir.clone().into_os_string(),
+            ));
+        }
         let io_err = |what: &str, e: std::io::Error| Error::Io {
             what: format!("machine {name}: {what}"),
             source: e,
@@ -564,6 +587,25 @@ impl Core {
             .io
             .as_ref()
             .is_none_or(|io| io.serial.is_none() && io.stderr.is_none())
+    }
+}
+
+impl Core {
+    /// Starts the switch of VLAN `number` unless it runs already.
+    pub(crate) fn ensure_switch(&mut self, number: u32) -> Result<(), Error> {
+        if !(1..=255).contains(&number) {
+            return Err(Error::Vlan {
+                number,
+                what: "VLAN numbers go from 1 to 255 (they become a byte of MACs and addresses)"
+                    .into(),
+                source: None,
+            });
+        }
+        if !self.switches.iter().any(|s| s.number == number) {
+            let switch = Switch::start(number, self.root.path())?;
+            self.switches.push(switch);
+        }
+        Ok(())
     }
 }
 

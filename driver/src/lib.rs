@@ -17,6 +17,7 @@
 mod console;
 mod core;
 mod machine;
+mod vlan;
 mod waits;
 
 pub use machine::Machine;
@@ -147,6 +148,17 @@ pub enum Error {
         /// `systemctl status` of the unit.
         status: String,
     },
+    /// A virtual network could not be set up.
+    #[error("vlan {number}: {what}")]
+    Vlan {
+        /// The VLAN number.
+        number: u32,
+        /// What went wrong.
+        what: String,
+        /// The process error, when starting the switch failed.
+        #[source]
+        source: Option<qemu_proc::Error>,
+    },
     /// Setting up the run (state directory, accelerator probe) failed.
     #[error("cannot set up the run")]
     Setup(#[source] qemu_proc::Error),
@@ -209,7 +221,8 @@ impl Driver {
         if core.vms.iter().any(|vm| vm.name == name) {
             return Err(Error::DuplicateMachine(name.to_string()));
         }
-        core.vms.push(Vm::new(name.to_string(), start));
+        let number = core.vms.len() + 1;
+        core.vms.push(Vm::new(name.to_string(), start, number));
         Ok(Machine::new(self.core.clone(), core.vms.len() - 1, name))
     }
 
@@ -251,6 +264,12 @@ impl Driver {
     /// Keeps the state directory after the run, for post-mortems.
     pub fn keep_vm_state(&self) {
         self.core.borrow_mut().root.keep();
+    }
+
+    /// Starts the switch of VLAN `number` (1..=255) unless it runs; machines attach with
+    /// [`Machine::attach_vlans`], which starts switches itself.
+    pub fn add_vlan(&self, number: u32) -> Result<(), Error> {
+        self.core.borrow_mut().ensure_switch(number)
     }
 
     /// Starts every machine that is not running, without waiting for them to boot.

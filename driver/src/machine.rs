@@ -321,6 +321,71 @@ impl Machine {
         Ok(())
     }
 
+    /// Attaches the machine to VLANs before it starts: a NIC with MAC 52:54:00:12:<vlan>:<n> per VLAN,
+    /// where n is the machine's 1-based position in the driver (the bundled guests give it address
+    /// 192.168.<vlan>.<n>). Starts the switches it names.
+    pub fn attach_vlans(&self, vlans: &[u32]) -> Result<(), Error> {
+        let mut core = self.core.borrow_mut();
+        if core.vms[self.i].is_running() {
+            return Err(Error::Vlan {
+                number: vlans.first().copied().unwrap_or(0),
+                what: format!(
+                    "machine {} runs already; attach VLANs before it starts",
+                    self.name
+                ),
+                source: None,
+            });
+        }
+        for &n in vlans {
+            core.ensure_switch(n)?;
+            if !core.vms[self.i].vlans.contains(&n) {
+                core.vms[self.i].vlans.push(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// The address the bundled guests give this machine on `vlan`.
+    pub fn vlan_address(&self, vlan: u32) -> String {
+        let number = self.core.borrow().vms[self.i].number;
+        format!("192.168.{vlan}.{number}")
+    }
+
+    /// Takes the machine's VLAN links down (the guest sees its cables pulled), as NixOS's `block`.
+    pub fn block(&self) -> Result<(), Error> {
+        self.set_links(false)
+    }
+
+    /// Brings the machine's VLAN links back up.
+    pub fn unblock(&self) -> Result<(), Error> {
+        self.set_links(true)
+    }
+
+    fn set_links(&self, up: bool) -> Result<(), Error> {
+        let vlans = self.core.borrow().vms[self.i].vlans.clone();
+        if vlans.is_empty() {
+            return Err(Error::Monitor {
+                machine: self.name.clone(),
+                reason: "no VLAN link to switch: the machine is attached to no VLAN".into(),
+            });
+        }
+        for n in vlans {
+            let cmd = format!(
+                "set_link {} {}",
+                crate::vlan::nic_id(n),
+                if up { "on" } else { "off" }
+            );
+            let reply = self.send_monitor_command(&cmd)?;
+            if !reply.trim().is_empty() {
+                return Err(Error::Monitor {
+                    machine: self.name.clone(),
+                    reason: format!("{cmd}: {}", reply.trim()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The serial console lines kept so far (the last 10 000).
     pub fn get_console_log(&self) -> String {
         self.core.borrow().vms[self.i].console.text()

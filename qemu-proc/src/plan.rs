@@ -114,6 +114,8 @@ pub enum ProgramKind {
     StartScript,
     /// A QEMU binary started with a command line built here.
     Qemu,
+    /// A `vde_switch` serving a virtual network.
+    Switch,
 }
 
 impl fmt::Display for ProgramKind {
@@ -121,6 +123,7 @@ impl fmt::Display for ProgramKind {
         f.write_str(match self {
             ProgramKind::StartScript => "start script",
             ProgramKind::Qemu => "qemu binary",
+            ProgramKind::Switch => "vde_switch",
         })
     }
 }
