@@ -147,6 +147,15 @@ impl Vm {
         self.active.is_some_and(|k| self.sessions[k].is_connected())
     }
 
+    /// Forgets the backdoor shell: the next command waits for a new banner (the guest reboots).
+    pub(crate) fn reset_shell(&mut self) {
+        for session in &mut self.sessions {
+            session.reset();
+        }
+        self.active = None;
+        self.shell_events.clear();
+    }
+
     /// QEMU was started and has not exited.
     pub(crate) fn is_running(&self) -> bool {
         self.io.is_some() && self.exit.is_none()

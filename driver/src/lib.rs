@@ -280,6 +280,20 @@ impl Driver {
         Ok(())
     }
 
+    /// Logs a message of the test.
+    pub fn log(&self, message: &str) {
+        log::info!("{message}");
+    }
+
+    /// Runs `f` as a labelled step: logs its start, and its end with the time it took.
+    pub fn nested<T>(&self, label: &str, f: impl FnOnce() -> T) -> T {
+        log::info!("{label}");
+        let t0 = std::time::Instant::now();
+        let out = f();
+        log::info!("({label}: {:.2} s)", t0.elapsed().as_secs_f64());
+        out
+    }
+
     /// Stops every running machine at once (no clean shutdown) and reaps it.
     pub fn stop_all(&self) {
         let mut core = self.core.borrow_mut();

@@ -277,6 +277,27 @@ impl Machine {
         }
     }
 
+    /// Whether a reboot restarts the machine (true) or ends QEMU (false, the default, as in NixOS);
+    /// takes effect at the next start.
+    pub fn set_allow_reboot(&self, allow: bool) {
+        self.core.borrow_mut().vms[self.i].allow_reboot = allow;
+    }
+
+    /// Presses Ctrl+Alt+Delete in the guest; the next command waits for the rebooted guest's backdoor
+    /// shell. Without [`set_allow_reboot`](Self::set_allow_reboot) QEMU exits instead, and the next
+    /// command says so.
+    pub fn reboot(&self) -> Result<(), Error> {
+        log::info!("{}: rebooting", self.name);
+        self.send_monitor_command("sendkey ctrl-alt-delete")?;
+        self.core.borrow_mut().vms[self.i].reset_shell();
+        Ok(())
+    }
+
+    /// Logs `message` as coming from this machine.
+    pub fn log(&self, message: &str) {
+        log::info!("{}: {message}", self.name);
+    }
+
     /// Powers the guest off cleanly (`poweroff` in the guest) and waits for QEMU to exit.
     pub fn shutdown(&self) -> Result<(), Error> {
         if !self.is_running() {

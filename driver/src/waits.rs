@@ -287,6 +287,11 @@ impl Machine {
         )
     }
 
+    /// Waits until the job `unit` is active: NixOS's name for [`wait_for_unit`](Self::wait_for_unit).
+    pub fn wait_for_job(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
+        self.wait_for_unit(unit, timeout)
+    }
+
     /// Fails unless `unit` is active now.
     pub fn require_active_unit(&self, unit: &str) -> Result<(), Error> {
         let info = self.get_unit_info(unit)?;
