@@ -14,6 +14,8 @@
 //! # Ok::<(), driver::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod console;
 mod core;
 mod machine;
@@ -190,6 +192,14 @@ pub struct Driver {
 
 impl Driver {
     /// A driver with a fresh private state directory; probes KVM and logs the accelerator chosen.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// let driver = driver::Driver::new()?;
+    /// println!("accelerator: {}", driver.accel().accel);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new() -> Result<Self, Error> {
         let accel = qemu_proc::probe_accel().map_err(Error::Setup)?;
         log::info!("accelerator: {} ({})", accel.accel, accel.reason);
@@ -201,6 +211,14 @@ impl Driver {
     }
 
     /// Adds a machine; a start script names it after its file (`run-<name>-vm`).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// let vm = driver.add_machine(driver::StartCommand::Script("result/bin/run-webserver-vm".into()))?;
+    /// assert_eq!(vm.name(), "webserver");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_machine(&self, start: StartCommand) -> Result<Machine, Error> {
         let name = match &start {
             StartCommand::Script(path) => {
@@ -216,6 +234,13 @@ impl Driver {
     }
 
     /// Adds a machine under an explicit name.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// let a = driver.add_named_machine("a", driver::StartCommand::Script("run-tiny-vm".into()))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_named_machine(&self, name: &str, start: StartCommand) -> Result<Machine, Error> {
         let mut core = self.core.borrow_mut();
         if core.vms.iter().any(|vm| vm.name == name) {
@@ -227,6 +252,13 @@ impl Driver {
     }
 
     /// The machine called `name`.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// let vm = driver.machine("webserver")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn machine(&self, name: &str) -> Result<Machine, Error> {
         let core = self.core.borrow();
         match core.vms.iter().position(|vm| vm.name == name) {
@@ -244,6 +276,13 @@ impl Driver {
     }
 
     /// All machines, in the order they were added.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// for vm in driver.machines() { vm.shutdown()?; }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn machines(&self) -> Vec<Machine> {
         let core = self.core.borrow();
         (0..core.vms.len())
@@ -252,27 +291,62 @@ impl Driver {
     }
 
     /// The accelerator used for every machine, and why.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// if driver.accel().accel == driver::Accel::Tcg { println!("no KVM: {}", driver.accel().reason); }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn accel(&self) -> AccelChoice {
         self.core.borrow().accel.clone()
     }
 
     /// The run's private state directory (machine sockets, `vm-state-<name>`).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// println!("sockets under {}", driver.state_dir().display());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn state_dir(&self) -> std::path::PathBuf {
         self.core.borrow().root.path().to_path_buf()
     }
 
     /// Keeps the state directory after the run, for post-mortems.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.keep_vm_state();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn keep_vm_state(&self) {
         self.core.borrow_mut().root.keep();
     }
 
     /// Starts the switch of VLAN `number` (1..=255) unless it runs; machines attach with
     /// [`Machine::attach_vlans`], which starts switches itself.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.add_vlan(1)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_vlan(&self, number: u32) -> Result<(), Error> {
         self.core.borrow_mut().ensure_switch(number)
     }
 
     /// Starts every machine that is not running, without waiting for them to boot.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.start_all()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start_all(&self) -> Result<(), Error> {
         for m in self.machines() {
             m.start()?;
@@ -281,11 +355,25 @@ impl Driver {
     }
 
     /// Logs a message of the test.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.log("all machines up");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log(&self, message: &str) {
         log::info!("{message}");
     }
 
     /// Runs `f` as a labelled step: logs its start, and its end with the time it took.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// let out = driver.nested("checking the server", || driver.machine("server")?.succeed("true"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn nested<T>(&self, label: &str, f: impl FnOnce() -> T) -> T {
         log::info!("{label}");
         let t0 = std::time::Instant::now();
@@ -295,6 +383,13 @@ impl Driver {
     }
 
     /// Stops every running machine at once (no clean shutdown) and reaps it.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.stop_all();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stop_all(&self) {
         let mut core = self.core.borrow_mut();
         for i in 0..core.vms.len() {

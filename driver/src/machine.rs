@@ -35,11 +35,25 @@ impl Machine {
     }
 
     /// The machine's name (`run-<name>-vm`).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// assert_eq!(vm.name(), "webserver");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Whether QEMU runs and the backdoor shell is connected.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// if !vm.is_up() { vm.connect()?; }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_up(&self) -> bool {
         let core = self.core.borrow();
         let vm = &core.vms[self.i];
@@ -47,21 +61,49 @@ impl Machine {
     }
 
     /// Whether QEMU was started and has not exited (NixOS's `booted`).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// assert!(!vm.is_running() || vm.is_up() || true);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_running(&self) -> bool {
         self.core.borrow().vms[self.i].is_running()
     }
 
     /// Starts QEMU if it is not running; does not wait for the guest.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.start()?; // returns at once; the first command waits for the guest
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start(&self) -> Result<(), Error> {
         self.core.borrow_mut().start(self.i)
     }
 
     /// Starts the machine if needed and waits for the backdoor shell (default timeout).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.connect()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connect(&self) -> Result<(), Error> {
         self.connect_within(DEFAULT_TIMEOUT)
     }
 
     /// Starts the machine if needed and waits up to `timeout` for the backdoor shell.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.connect_within(std::time::Duration::from_secs(120))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connect_within(&self, timeout: Duration) -> Result<(), Error> {
         let mut core = self.core.borrow_mut();
         let vm = &core.vms[self.i];
@@ -111,18 +153,43 @@ impl Machine {
     }
 
     /// Runs `command` in the guest (any shell text, verbatim); returns its exit status and stdout.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let (status, out) = vm.execute("grep -c processor /proc/cpuinfo")?;
+    /// assert_eq!(status, 0);
+    /// println!("{} CPUs", out.trim());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn execute(&self, command: &str) -> Result<(i32, String), Error> {
         self.execute_within(command, DEFAULT_TIMEOUT)
     }
 
     /// [`execute`](Self::execute) with a timeout; on timeout the command is abandoned (its later
     /// output is logged, not returned) and the shell runs later commands once it ends.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let (status, _) = vm.execute_within("sleep 1", std::time::Duration::from_secs(10))?;
+    /// assert_eq!(status, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn execute_within(&self, command: &str, timeout: Duration) -> Result<(i32, String), Error> {
         let (status, out) = self.execute_bytes(command.as_bytes(), timeout)?;
         Ok((status, String::from_utf8_lossy(&out).into_owned()))
     }
 
     /// Runs `command` and returns its exit status and raw stdout bytes.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let (_, bytes) = vm.execute_bytes(b"head -c 4 /dev/urandom", std::time::Duration::from_secs(10))?;
+    /// assert_eq!(bytes.len(), 4);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn execute_bytes(
         &self,
         command: &[u8],
@@ -197,6 +264,13 @@ impl Machine {
     }
 
     /// Runs `command` and returns its stdout; an error if the exit status is not 0.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let kernel = vm.succeed("uname -r")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn succeed(&self, command: &str) -> Result<String, Error> {
         log::info!("{}: must succeed: {command}", self.name);
         let (status, output) = self.execute(command)?;
@@ -212,6 +286,13 @@ impl Machine {
     }
 
     /// Runs `command` and returns its stdout; an error if the exit status is 0.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.fail("test -e /etc/shadow-")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fail(&self, command: &str) -> Result<String, Error> {
         log::info!("{}: must fail: {command}", self.name);
         let (status, output) = self.execute(command)?;
@@ -226,6 +307,14 @@ impl Machine {
     }
 
     /// Sends an HMP command to QEMU's monitor and returns its reply.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let status = vm.send_monitor_command("info status")?;
+    /// assert!(status.contains("running"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_monitor_command(&self, command: &str) -> Result<String, Error> {
         let mut core = self.core.borrow_mut();
         let i = self.i;
@@ -279,6 +368,14 @@ impl Machine {
 
     /// Whether a reboot restarts the machine (true) or ends QEMU (false, the default, as in NixOS);
     /// takes effect at the next start.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.set_allow_reboot(true);
+    /// vm.start()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_allow_reboot(&self, allow: bool) {
         self.core.borrow_mut().vms[self.i].allow_reboot = allow;
     }
@@ -286,6 +383,14 @@ impl Machine {
     /// Presses Ctrl+Alt+Delete in the guest; the next command waits for the rebooted guest's backdoor
     /// shell. Without [`set_allow_reboot`](Self::set_allow_reboot) QEMU exits instead, and the next
     /// command says so.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.reboot()?;
+    /// vm.succeed("true")?; // waits for the rebooted guest
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reboot(&self) -> Result<(), Error> {
         log::info!("{}: rebooting", self.name);
         self.send_monitor_command("sendkey ctrl-alt-delete")?;
@@ -294,11 +399,26 @@ impl Machine {
     }
 
     /// Logs `message` as coming from this machine.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.log("starting the interesting part");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log(&self, message: &str) {
         log::info!("{}: {message}", self.name);
     }
 
     /// Powers the guest off cleanly (`poweroff` in the guest) and waits for QEMU to exit.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.shutdown()?;
+    /// assert!(!vm.is_running());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shutdown(&self) -> Result<(), Error> {
         if !self.is_running() {
             return Ok(());
@@ -320,6 +440,14 @@ impl Machine {
     }
 
     /// Waits (default timeout) for QEMU to exit by itself.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.execute("poweroff")?;
+    /// vm.wait_for_shutdown()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_shutdown(&self) -> Result<(), Error> {
         let mut core = self.core.borrow_mut();
         let i = self.i;
@@ -342,9 +470,17 @@ impl Machine {
         Ok(())
     }
 
-    /// Attaches the machine to VLANs before it starts: a NIC with MAC 52:54:00:12:<vlan>:<n> per VLAN,
+    /// Attaches the machine to VLANs before it starts: a NIC with MAC `52:54:00:12:<vlan>:<n>` per VLAN,
     /// where n is the machine's 1-based position in the driver (the bundled guests give it address
-    /// 192.168.<vlan>.<n>). Starts the switches it names.
+    /// `192.168.<vlan>.<n>`). Starts the switches it names.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.attach_vlans(&[1, 2])?;
+    /// vm.start()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn attach_vlans(&self, vlans: &[u32]) -> Result<(), Error> {
         let mut core = self.core.borrow_mut();
         if core.vms[self.i].is_running() {
@@ -367,17 +503,42 @@ impl Machine {
     }
 
     /// The address the bundled guests give this machine on `vlan`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let addr = vm.vlan_address(1); // "192.168.1.<n>"
+    /// vm.succeed(&format!("ping -c 1 {addr}"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn vlan_address(&self, vlan: u32) -> String {
         let number = self.core.borrow().vms[self.i].number;
         format!("192.168.{vlan}.{number}")
     }
 
     /// Takes the machine's VLAN links down (the guest sees its cables pulled), as NixOS's `block`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.block()?;
+    /// vm.fail("ping -c 1 -W 1 192.168.1.2")?;
+    /// vm.unblock()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn block(&self) -> Result<(), Error> {
         self.set_links(false)
     }
 
     /// Brings the machine's VLAN links back up.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.block()?;
+    /// vm.unblock()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn unblock(&self) -> Result<(), Error> {
         self.set_links(true)
     }
@@ -408,6 +569,14 @@ impl Machine {
     }
 
     /// The serial console lines kept so far (the last 10 000).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let log = vm.get_console_log();
+    /// assert!(!log.contains("Kernel panic"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn get_console_log(&self) -> String {
         self.core.borrow().vms[self.i].console.text()
     }

@@ -85,8 +85,8 @@ impl Switch {
     }
 }
 
-/// The MAC of machine number `machine` (1-based) on `vlan`: 52:54:00:12:<vlan>:<machine>, as NixOS
-/// assigns them; the bundled guests derive 192.168.<vlan>.<machine> from it.
+/// The MAC of machine number `machine` (1-based) on `vlan`: `52:54:00:12:<vlan>:<machine>`, as NixOS
+/// assigns them; the bundled guests derive `192.168.<vlan>.<machine>` from it.
 pub(crate) fn mac(vlan: u32, machine: usize) -> String {
     format!("52:54:00:12:{:02x}:{:02x}", vlan & 0xff, machine & 0xff)
 }

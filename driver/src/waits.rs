@@ -55,9 +55,10 @@ impl Machine {
     /// Runs `command` until it exits 0 (default timeout); returns its output.
     ///
     /// ```no_run
-    /// # let vm: driver::Machine = todo!();
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
     /// vm.wait_until_succeeds("test -e /run/ready", None)?;
-    /// # Ok::<(), driver::Error>(())
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn wait_until_succeeds(
         &self,
@@ -69,6 +70,13 @@ impl Machine {
     }
 
     /// Runs `command` until it exits non-zero (default timeout); returns its output.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.wait_until_fails("pgrep -x setup", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_until_fails(
         &self,
         command: &str,
@@ -99,6 +107,13 @@ impl Machine {
     }
 
     /// Waits until `path` exists in the guest.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.wait_for_file("/run/ready", Some(std::time::Duration::from_secs(60)))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_file(&self, path: &str, timeout: Option<Duration>) -> Result<(), Error> {
         log::info!("{}: waiting for file {path}", self.name);
         let cmd = format!("test -e {}", sh_quote(path));
@@ -115,6 +130,14 @@ impl Machine {
 
     /// Waits until something accepts TCP connections on `addr:port` in the guest (`addr` defaults to
     /// `localhost`, as in NixOS; any address works).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.wait_for_open_port(80, None, None)?;
+    /// vm.wait_for_open_port(5432, Some("10.0.2.15"), None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_open_port(
         &self,
         port: u16,
@@ -125,6 +148,14 @@ impl Machine {
     }
 
     /// Waits until nothing accepts TCP connections on `addr:port` in the guest.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.succeed("systemctl stop nginx")?;
+    /// vm.wait_for_closed_port(80, None, None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_closed_port(
         &self,
         port: u16,
@@ -166,6 +197,13 @@ impl Machine {
     }
 
     /// Sleeps `seconds` of guest time.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.sleep(0.5)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sleep(&self, seconds: f64) -> Result<(), Error> {
         self.succeed(&format!("sleep {seconds}")).map(drop)
     }
@@ -173,6 +211,13 @@ impl Machine {
     /// Waits until a serial console line matches `regex`; returns the line. Each match consumes the
     /// console up to that line, so repeated waits move forward; the line being printed (a prompt
     /// without newline) matches too.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let line = vm.wait_for_console_text(r"login:", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_console_text(
         &self,
         regex: &str,
@@ -217,6 +262,14 @@ impl Machine {
     }
 
     /// Stops QEMU at once through the monitor (`quit`), like pulling the plug, and waits for it.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.crash()?;
+    /// assert!(!vm.is_running());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn crash(&self) -> Result<(), Error> {
         if !self.is_running() {
             return Ok(());
@@ -227,11 +280,26 @@ impl Machine {
     }
 
     /// Runs `systemctl <args>` in the guest; returns its exit status and output.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let (status, _) = vm.systemctl("is-active sshd")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn systemctl(&self, args: &str) -> Result<(i32, String), Error> {
         self.execute(&format!("systemctl {args}"))
     }
 
     /// `systemctl show <unit>` as a map of property to value.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let info = vm.get_unit_info("nginx.service")?;
+    /// assert_eq!(info["ActiveState"], "active");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn get_unit_info(&self, unit: &str) -> Result<HashMap<String, String>, Error> {
         let cmd = format!("systemctl --no-pager show {}", sh_quote(unit));
         let (status, out) = self.execute(&cmd)?;
@@ -248,6 +316,13 @@ impl Machine {
 
     /// Waits until `unit` is active; fails at once, with its status and journal, if it fails, and
     /// when it is inactive with no job pending (it would never start).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.wait_for_unit("multi-user.target", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_unit(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
         log::info!("{}: waiting for unit {unit}", self.name);
         self.retry(
@@ -288,11 +363,25 @@ impl Machine {
     }
 
     /// Waits until the job `unit` is active: NixOS's name for [`wait_for_unit`](Self::wait_for_unit).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.wait_for_job("nginx.service", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_for_job(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
         self.wait_for_unit(unit, timeout)
     }
 
     /// Fails unless `unit` is active now.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.require_active_unit("nginx.service")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn require_active_unit(&self, unit: &str) -> Result<(), Error> {
         let info = self.get_unit_info(unit)?;
         match info.get("ActiveState").map(String::as_str) {
@@ -310,11 +399,26 @@ impl Machine {
     }
 
     /// `systemctl start <unit>`; returns status and output.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.start_job("nginx.service")?;
+    /// vm.wait_for_unit("nginx.service", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start_job(&self, unit: &str) -> Result<(i32, String), Error> {
         self.systemctl(&format!("start {}", sh_quote(unit)))
     }
 
     /// `systemctl stop <unit>`; returns status and output.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.stop_job("nginx.service")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stop_job(&self, unit: &str) -> Result<(i32, String), Error> {
         self.systemctl(&format!("stop {}", sh_quote(unit)))
     }
@@ -341,6 +445,13 @@ impl Machine {
 
     /// Copies a host file into the guest at `target` (any bytes, any file name); creates the parent
     /// directory.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.copy_from_host(std::path::Path::new("fixtures/config.toml"), "/etc/app/config.toml")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn copy_from_host(&self, source: &Path, target: &str) -> Result<(), Error> {
         let bytes = std::fs::read(source).map_err(|e| Error::Io {
             what: format!("reading {}", source.display()),
@@ -350,6 +461,13 @@ impl Machine {
     }
 
     /// Writes `bytes` to `target` in the guest, creating the parent directory.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.write_file("/etc/motd", b"hello\n")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn write_file(&self, target: &str, bytes: &[u8]) -> Result<(), Error> {
         use base64::Engine as _;
         log::info!("{}: writing {} bytes to {target}", self.name, bytes.len());
@@ -377,6 +495,14 @@ impl Machine {
     }
 
     /// The bytes of a file in the guest (the channel is binary-safe, so no encoding is needed).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let log = vm.copy_from_vm("/var/log/app.log")?;
+    /// std::fs::write("app.log", log).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn copy_from_vm(&self, source: &str) -> Result<Vec<u8>, Error> {
         let cmd = format!("cat -- {}", sh_quote(source));
         let (status, out) = self.execute_bytes(cmd.as_bytes(), DEFAULT_TIMEOUT)?;
@@ -392,6 +518,14 @@ impl Machine {
     }
 
     /// Forwards TCP `host_port` on the host to `guest_port` in the guest (user-mode networking).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.forward_port(8081, 80)?;
+    /// let _ = std::net::TcpStream::connect(("127.0.0.1", 8081));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn forward_port(&self, host_port: u16, guest_port: u16) -> Result<(), Error> {
         let reply =
             self.send_monitor_command(&format!("hostfwd_add tcp::{host_port}-:{guest_port}"))?;

@@ -38,15 +38,21 @@ fn client_fetches_from_webserver_over_vlan() {
         .unwrap();
     webserver.succeed("systemctl daemon-reload").unwrap();
     webserver.start_job("httpd.service").unwrap();
-    webserver.wait_for_unit("httpd.service", Some(Duration::from_secs(120))).unwrap();
-    webserver.wait_for_open_port(80, None, Some(Duration::from_secs(120))).unwrap();
+    webserver
+        .wait_for_unit("httpd.service", Some(Duration::from_secs(120)))
+        .unwrap();
+    webserver
+        .wait_for_open_port(80, None, Some(Duration::from_secs(120)))
+        .unwrap();
 
     // busybox-static's wget crashes (SIGSEGV) in this guest; a request over nc does the same job.
     let fetch = format!(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {} 80 | grep hello",
         webserver.vlan_address(1)
     );
-    let page = client.wait_until_succeeds(&fetch, Some(Duration::from_secs(120))).unwrap();
+    let page = client
+        .wait_until_succeeds(&fetch, Some(Duration::from_secs(120)))
+        .unwrap();
     assert!(page.contains("hello from the webserver"), "{page}");
 
     webserver.block().unwrap();
