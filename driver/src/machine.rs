@@ -273,6 +273,11 @@ impl Machine {
     /// ```
     pub fn succeed(&self, command: &str) -> Result<String, Error> {
         log::info!("{}: must succeed: {command}", self.name);
+        self.succeed_quietly(command)
+    }
+
+    /// `succeed` without a log line, for commands a wait repeats.
+    pub(crate) fn succeed_quietly(&self, command: &str) -> Result<String, Error> {
         let (status, output) = self.execute(command)?;
         if status != 0 {
             return Err(Error::CommandFailed {
@@ -552,20 +557,23 @@ impl Machine {
             });
         }
         for n in vlans {
-            let cmd = format!(
-                "set_link {} {}",
-                crate::vlan::nic_id(n),
-                if up { "on" } else { "off" }
-            );
-            let reply = self.send_monitor_command(&cmd)?;
-            if !reply.trim().is_empty() {
-                return Err(Error::Monitor {
-                    machine: self.name.clone(),
-                    reason: format!("{cmd}: {}", reply.trim()),
-                });
-            }
+            let state = if up { "on" } else { "off" };
+            self.monitor_expect_silence(&format!("set_link {} {state}", crate::vlan::nic_id(n)))?;
         }
         Ok(())
+    }
+
+    /// Sends a monitor command that prints nothing when it works; any reply is its error message.
+    pub(crate) fn monitor_expect_silence(&self, command: &str) -> Result<(), Error> {
+        let reply = self.send_monitor_command(command)?;
+        if reply.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Monitor {
+                machine: self.name.clone(),
+                reason: format!("{command}: {}", reply.trim()),
+            })
+        }
     }
 
     /// The serial console lines kept so far (the last 10 000).

@@ -2,15 +2,10 @@
 //! rough figure until the side-by-side benchmarks of the performance issue exist.
 //! Run: cargo run --release -p tests --example roundtrip
 
-use driver::{Driver, StartCommand};
 use std::time::Instant;
 
 fn main() {
-    tests::init_logging();
-    let driver = Driver::new().unwrap();
-    let vm = driver
-        .add_machine(StartCommand::Script(tests::guest_start_script("tiny")))
-        .unwrap();
+    let (_driver, vm) = tests::driver_with("tiny");
     vm.connect().unwrap();
     let mut times: Vec<f64> = (0..200)
         .map(|_| {

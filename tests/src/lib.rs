@@ -36,3 +36,14 @@ pub fn init_logging() {
         .is_test(true)
         .try_init();
 }
+
+/// A driver with one machine started from a bundled guest's start script (named after the guest),
+/// logging set up.
+pub fn driver_with(guest: &str) -> (driver::Driver, driver::Machine) {
+    init_logging();
+    let driver = driver::Driver::new().expect("cannot set up the driver");
+    let vm = driver
+        .add_machine(driver::StartCommand::Script(guest_start_script(guest)))
+        .expect("cannot add the guest's machine");
+    (driver, vm)
+}

@@ -1,18 +1,13 @@
 //! The NixOS-compatible backdoor on `/dev/hvc0` (virtconsole), which the bundled guests use when told
 //! to by `vmtd.backdoor=hvc0`: a guest built for NixOS's driver must work unchanged.
 
-use driver::{Driver, StartCommand};
-use tests::{guest_start_script, init_logging};
+use tests::driver_with;
 
 #[test]
 fn commands_over_hvc0() {
-    init_logging();
     // This test binary is its own process: the variable reaches only this test's start script.
     std::env::set_var("QEMU_KERNEL_PARAMS", "vmtd.backdoor=hvc0");
-    let driver = Driver::new().unwrap();
-    let vm = driver
-        .add_machine(StartCommand::Script(guest_start_script("tiny")))
-        .unwrap();
+    let (_driver, vm) = driver_with("tiny");
     let fd0 = vm.succeed("readlink /proc/$$/fd/0").unwrap();
     assert_eq!(fd0, "/dev/hvc0\n");
     assert_eq!(vm.execute("exit 3").unwrap().0, 3);

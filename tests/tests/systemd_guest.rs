@@ -1,16 +1,11 @@
 //! The Debian systemd guest (bash as the backdoor shell) under TCG: boot, commands, clean poweroff.
 
-use driver::{Driver, StartCommand};
 use std::time::{Duration, Instant};
-use tests::{guest_start_script, init_logging};
+use tests::driver_with;
 
 #[test]
 fn boot_commands_and_shutdown() {
-    init_logging();
-    let driver = Driver::new().unwrap();
-    let vm = driver
-        .add_machine(StartCommand::Script(guest_start_script("systemd")))
-        .unwrap();
+    let (_driver, vm) = driver_with("systemd");
     assert_eq!(vm.name(), "systemd");
     let t0 = Instant::now();
     vm.connect().unwrap();

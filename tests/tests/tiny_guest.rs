@@ -2,15 +2,11 @@
 
 use driver::{Driver, StartCommand};
 use std::time::{Duration, Instant};
-use tests::{guest_start_script, init_logging};
+use tests::{driver_with, guest_start_script, init_logging};
 
 #[test]
 fn boot_commands_edge_cases_and_shutdown() {
-    init_logging();
-    let driver = Driver::new().unwrap();
-    let vm = driver
-        .add_machine(StartCommand::Script(guest_start_script("tiny")))
-        .unwrap();
+    let (_driver, vm) = driver_with("tiny");
     assert_eq!(vm.name(), "tiny");
     let t0 = Instant::now();
     vm.connect().unwrap();

@@ -1,9 +1,9 @@
 //! Waits, files, ports, console text and port forwarding on the tiny guest, each with its failure path.
 
-use driver::{Driver, Error, StartCommand};
+use driver::Error;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use tests::{guest_start_script, init_logging};
+use tests::driver_with;
 
 fn secs(s: f64) -> Option<Duration> {
     Some(Duration::from_secs_f64(s))
@@ -11,11 +11,7 @@ fn secs(s: f64) -> Option<Duration> {
 
 #[test]
 fn waits_files_ports_console_and_forwarding() {
-    init_logging();
-    let driver = Driver::new().unwrap();
-    let vm = driver
-        .add_machine(StartCommand::Script(guest_start_script("tiny")))
-        .unwrap();
+    let (_driver, vm) = driver_with("tiny");
 
     // wait_until_succeeds / wait_until_fails notice a change made in the background.
     vm.succeed("(sleep 1; touch /tmp/f) >/dev/null 2>&1 &")
