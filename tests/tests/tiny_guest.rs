@@ -83,6 +83,12 @@ fn boot_commands_edge_cases_and_shutdown() {
     assert!(big.iter().all(|&b| b == b'a'));
     eprintln!("10 MB of output in {:.2} s", t.elapsed().as_secs_f64());
 
+    assert_eq!(vm.fail("echo expected; false").unwrap(), "expected\n");
+    let err = vm.fail("echo oops; true").unwrap_err().to_string();
+    assert!(
+        err.contains("unexpectedly succeeded") && err.contains("oops"),
+        "{err}"
+    );
     let err = vm.succeed("echo nope; false").unwrap_err().to_string();
     assert!(
         err.contains("exit status 1") && err.contains("nope"),

@@ -42,6 +42,15 @@ fn three_machines_on_two_vlans() {
     assert_eq!(ping(&c, 2, b.vlan_address(2)), 0, "C reaches B on VLAN 2");
     assert_ne!(ping(&a, 1, c.vlan_address(2)), 0, "A does not reach C");
 
+    // One loop serves every machine: C's console keeps flowing while a call waits on A.
+    c.succeed("(sleep 0.5; echo printed-while-a-sleeps > /dev/ttyS0) >/dev/null 2>&1 &")
+        .unwrap();
+    a.succeed("sleep 3").unwrap();
+    assert!(
+        c.get_console_log().contains("printed-while-a-sleeps"),
+        "C's console was not read during A's command"
+    );
+
     a.block().unwrap();
     assert_ne!(ping(&a, 1, b.vlan_address(1)), 0, "blocked");
     a.unblock().unwrap();
