@@ -37,19 +37,20 @@ fn qemu_dying_before_the_backdoor_is_reported_at_once_with_its_stderr() {
 
     let missing = dir.join("run-missing-vm");
     let vm = driver.add_machine(StartCommand::Script(missing)).unwrap();
-    let msg = anyhow_chain(&vm.start().unwrap_err());
+    let msg = anyhow_chain(vm.start().unwrap_err());
     assert!(msg.contains("does not exist"), "{msg}");
 
     let noexec = script(&dir, "run-noexec-vm", "#!/bin/sh\n");
     std::fs::set_permissions(&noexec, std::fs::Permissions::from_mode(0o644)).unwrap();
     let vm = driver.add_machine(StartCommand::Script(noexec)).unwrap();
-    let msg = anyhow_chain(&vm.start().unwrap_err());
+    let msg = anyhow_chain(vm.start().unwrap_err());
     assert!(msg.contains("not executable"), "{msg}");
 
     let err = driver
         .add_machine(StartCommand::Script(dir.join("not-a-start-script")))
         .unwrap_err();
-    assert!(anyhow_chain(&err).contains("not-a-start-script"), "{err}");
+    let msg = anyhow_chain(err);
+    assert!(msg.contains("not-a-start-script"), "{msg}");
 
     let vm = driver.machine("broken").unwrap();
     assert!(vm.block().is_err(), "no VLAN to block");
@@ -57,14 +58,7 @@ fn qemu_dying_before_the_backdoor_is_reported_at_once_with_its_stderr() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The error and its sources, as a program printing the whole chain shows them.
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+/// The error and its sources, as the CLI prints them.
+fn anyhow_chain(e: driver::Error) -> String {
+    format!("{:#}", anyhow::Error::from(e))
 }
