@@ -118,6 +118,16 @@ fn waits_files_ports_console_and_forwarding() {
     assert!(vm.copy_from_host(&dir.join("missing"), "/tmp/x").is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 
+    // No systemd in this guest: unit calls fail at once with the command's output, not at a timeout.
+    let t = Instant::now();
+    let msg = vm
+        .wait_for_unit("foo.service", None)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("systemctl"), "{msg}");
+    assert!(vm.get_unit_info("foo.service").is_err());
+    assert!(t.elapsed() < Duration::from_secs(10));
+
     let t = Instant::now();
     vm.sleep(0.3).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(300));
