@@ -454,19 +454,32 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_shutdown(&self) -> Result<(), Error> {
+        self.wait_for_shutdown_within(DEFAULT_TIMEOUT)
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself; on timeout QEMU keeps running.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.execute("poweroff")?;
+    /// vm.wait_for_shutdown_within(std::time::Duration::from_secs(60))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_shutdown_within(&self, timeout: Duration) -> Result<(), Error> {
         let mut core = self.core.borrow_mut();
         let i = self.i;
         if core.vms[i].io.is_none() {
             return Ok(());
         }
-        let exited = core.run_until(Instant::now() + DEFAULT_TIMEOUT, |core| {
+        let exited = core.run_until(Instant::now() + timeout, |core| {
             core.vms[i].exit.map(|_| ())
         })?;
         if exited.is_none() {
             return Err(Error::Timeout {
                 machine: self.name.clone(),
                 what: "QEMU to exit".into(),
-                after: DEFAULT_TIMEOUT,
+                after: timeout,
                 last: core.vms[i].context(20),
             });
         }

@@ -119,6 +119,15 @@ fn builtin_command_line_and_monitor() {
     assert_eq!(status.trim(), "VM status: running");
     let err = vm.send_monitor_command("no_such_command").unwrap();
     assert!(err.contains("unknown command"), "{err}");
+    let err = vm
+        .wait_for_shutdown_within(Duration::from_millis(300))
+        .unwrap_err();
+    assert!(err.to_string().contains("QEMU to exit"), "{err}");
+    assert!(
+        vm.is_up(),
+        "a wait that timed out leaves the machine running"
+    );
+
     // The guest powers off in the middle of a command: the command fails at once with its output so
     // far, and so does the next one (the machine is not silently booted again).
     let t = Instant::now();
