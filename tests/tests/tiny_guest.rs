@@ -114,6 +114,12 @@ fn builtin_command_line_and_monitor() {
         }))
         .unwrap();
     assert_eq!(vm.name(), "machine");
+    // No guest boots in 50 ms: the timeout names the wait and shows what QEMU printed so far.
+    let err = vm.connect_within(Duration::from_millis(50)).unwrap_err();
+    assert!(
+        err.to_string().contains("the backdoor shell to connect"),
+        "{err}"
+    );
     assert_eq!(vm.succeed("echo built-in").unwrap(), "built-in\n");
     let status = vm.send_monitor_command("info status").unwrap();
     assert_eq!(status.trim(), "VM status: running");
