@@ -22,7 +22,7 @@ mod machine;
 mod vlan;
 mod waits;
 
-pub use machine::Machine;
+pub use machine::{CommandList, Machine};
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
 
 use crate::core::{Core, Vm};

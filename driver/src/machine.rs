@@ -263,20 +263,26 @@ impl Machine {
         }
     }
 
-    /// Runs `command` and returns its stdout; an error if the exit status is not 0.
+    /// Runs each command in turn (one, or several as NixOS's `succeed(*commands)`); returns their
+    /// stdout joined; an error at the first exit status that is not 0.
     ///
     /// ```no_run
     /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
     /// let kernel = vm.succeed("uname -r")?;
+    /// vm.succeed(["mkdir -p /srv", "touch /srv/ready"])?;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn succeed(&self, command: &str) -> Result<String, Error> {
-        log::info!("{}: must succeed: {command}", self.name);
-        self.succeed_quietly(command)
+    pub fn succeed(&self, commands: impl CommandList) -> Result<String, Error> {
+        let mut all = String::new();
+        for command in commands.commands() {
+            log::info!("{}: must succeed: {command}", self.name);
+            all.push_str(&self.succeed_quietly(command)?);
+        }
+        Ok(all)
     }
 
-    /// `succeed` without a log line, for commands a wait repeats.
+    /// `succeed` of one command without a log line, for commands a wait repeats.
     pub(crate) fn succeed_quietly(&self, command: &str) -> Result<String, Error> {
         let (status, output) = self.execute(command)?;
         if status != 0 {
@@ -290,25 +296,30 @@ impl Machine {
         Ok(output)
     }
 
-    /// Runs `command` and returns its stdout; an error if the exit status is 0.
+    /// Runs each command in turn; returns their stdout joined; an error at the first that exits 0.
     ///
     /// ```no_run
     /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
     /// vm.fail("test -e /etc/shadow-")?;
+    /// vm.fail(["false", "exit 3"])?;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn fail(&self, command: &str) -> Result<String, Error> {
-        log::info!("{}: must fail: {command}", self.name);
-        let (status, output) = self.execute(command)?;
-        if status == 0 {
-            return Err(Error::UnexpectedSuccess {
-                machine: self.name.clone(),
-                command: command.to_string(),
-                output,
-            });
+    pub fn fail(&self, commands: impl CommandList) -> Result<String, Error> {
+        let mut all = String::new();
+        for command in commands.commands() {
+            log::info!("{}: must fail: {command}", self.name);
+            let (status, output) = self.execute(command)?;
+            if status == 0 {
+                return Err(Error::UnexpectedSuccess {
+                    machine: self.name.clone(),
+                    command: command.to_string(),
+                    output,
+                });
+            }
+            all.push_str(&output);
         }
-        Ok(output)
+        Ok(all)
     }
 
     /// Sends an HMP command to QEMU's monitor and returns its reply.
@@ -636,5 +647,47 @@ fn command_text(command: &[u8]) -> String {
         format!("{first} …")
     } else {
         first.to_string()
+    }
+}
+
+/// One shell command or several, for [`Machine::succeed`] and [`Machine::fail`] (NixOS's `*commands`).
+pub trait CommandList {
+    /// The commands, in order.
+    fn commands(&self) -> Vec<&str>;
+}
+
+impl CommandList for &str {
+    fn commands(&self) -> Vec<&str> {
+        vec![self]
+    }
+}
+
+impl CommandList for String {
+    fn commands(&self) -> Vec<&str> {
+        vec![self]
+    }
+}
+
+impl CommandList for &String {
+    fn commands(&self) -> Vec<&str> {
+        vec![self]
+    }
+}
+
+impl<const N: usize> CommandList for [&str; N] {
+    fn commands(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl CommandList for &[&str] {
+    fn commands(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl CommandList for Vec<String> {
+    fn commands(&self) -> Vec<&str> {
+        self.iter().map(String::as_str).collect()
     }
 }

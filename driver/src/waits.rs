@@ -205,7 +205,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn sleep(&self, seconds: f64) -> Result<(), Error> {
-        self.succeed(&format!("sleep {seconds}")).map(drop)
+        self.succeed(format!("sleep {seconds}")).map(drop)
     }
 
     /// Waits until a serial console line matches `regex`; returns the line. Each match consumes the

@@ -83,6 +83,14 @@ fn boot_commands_edge_cases_and_shutdown() {
     assert!(big.iter().all(|&b| b == b'a'));
     eprintln!("10 MB of output in {:.2} s", t.elapsed().as_secs_f64());
 
+    // Several commands at once, as NixOS's succeed(*commands): stops at the first failure.
+    assert_eq!(vm.succeed(["echo a", "echo b"]).unwrap(), "a\nb\n");
+    let err = vm
+        .succeed(["true", "false", "touch /tmp/not-reached"])
+        .unwrap_err();
+    assert!(err.to_string().contains("`false` failed"), "{err}");
+    vm.fail("test -e /tmp/not-reached").unwrap();
+    assert_eq!(vm.fail(["false", "echo x; exit 2"]).unwrap(), "x\n");
     assert_eq!(vm.fail("echo expected; false").unwrap(), "expected\n");
     let err = vm.fail("echo oops; true").unwrap_err().to_string();
     assert!(
