@@ -436,11 +436,23 @@ impl Machine {
     /// # }
     /// ```
     pub fn shutdown(&self) -> Result<(), Error> {
+        self.shutdown_within(DEFAULT_TIMEOUT)
+    }
+
+    /// [`shutdown`](Self::shutdown), waiting up to `timeout` for the backdoor and then for QEMU to exit.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.shutdown_within(std::time::Duration::from_secs(60))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shutdown_within(&self, timeout: Duration) -> Result<(), Error> {
         if !self.is_running() {
             return Ok(());
         }
         log::info!("{}: shutting down", self.name);
-        self.connect()?;
+        self.connect_within(timeout)?;
         {
             let mut core = self.core.borrow_mut();
             let bytes = core.vms[self.i]
@@ -452,7 +464,7 @@ impl Machine {
                 })?;
             core.write_shell(self.i, &bytes);
         }
-        self.wait_for_shutdown()
+        self.wait_for_shutdown_within(timeout)
     }
 
     /// Waits (default timeout) for QEMU to exit by itself.

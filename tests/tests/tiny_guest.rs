@@ -142,6 +142,33 @@ fn builtin_command_line_and_monitor() {
         "a wait that timed out leaves the machine running"
     );
 
+    // A command that outlives its timeout is abandoned; the next command runs once it ends and
+    // gets only its own output.
+    let err = vm
+        .execute_within(
+            "echo started; sleep 2; echo late",
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("to finish") && err.contains("started"),
+        "{err}"
+    );
+    assert_eq!(vm.succeed("echo next").unwrap(), "next\n");
+
+    // A paused guest cannot power off: the shutdown wait times out, and completes once resumed.
+    vm.send_monitor_command("stop").unwrap();
+    let err = vm
+        .shutdown_within(Duration::from_millis(500))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("QEMU to exit"), "{err}");
+    vm.send_monitor_command("cont").unwrap();
+    vm.wait_for_shutdown().unwrap();
+    assert!(!vm.is_running());
+    vm.start().unwrap();
+
     // The guest powers off in the middle of a command: the command fails at once with its output so
     // far, and so does the next one (the machine is not silently booted again).
     let t = Instant::now();
