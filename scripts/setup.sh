@@ -1,16 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the driver and its test guests need, only those missing.
-# Usage: bash scripts/setup.sh   (as root, or with sudo available)
+# Installs the Debian packages the driver and its test guests need (scripts/packages.txt), only those
+# missing. Usage: bash scripts/setup.sh   (as root, or with sudo available)
 set -euo pipefail
 
-pkgs=(
-  qemu-system-x86 qemu-utils # QEMU itself, qemu-img for overlays
-  busybox-static cpio        # the tiny guest's userland and initramfs
-  debootstrap e2fsprogs      # the systemd guest's root file system and disk image
-  zstd xz-utils              # decompressing kernel modules
-  vde2                       # virtual networks (vde_switch)
-  bash dash                  # the protocol tests run against both shells
-)
+mapfile -t pkgs < <(grep -v '^#' "$(dirname "$0")/packages.txt")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
