@@ -242,6 +242,8 @@ impl Core {
         let dir = self.root.machine_dir(&name).map_err(proc_err)?;
         let shared = self.root.shared_dir().map_err(proc_err)?;
         let paths = MachinePaths::new(dir, shared);
+        // A deep $TMPDIR makes socket paths too long for bind(); say so rather than "name too long".
+        paths.check_socket_paths().map_err(proc_err)?;
         let mut extra_qemu_opts = Vec::new();
         for &n in &self.vms[i].vlans {
             let switch = self.switches.iter().find(|s| s.number == n);
@@ -318,9 +320,7 @@ impl Core {
             shells: [None, None],
         });
         vm.exit = None;
-        vm.sessions = [new_session(), new_session()];
-        vm.active = None;
-        vm.shell_events.clear();
+        vm.reset_shell();
         vm.monitor = Monitor::new();
         vm.monitor_events.clear();
         vm.started_at = Some(Instant::now());

@@ -230,6 +230,9 @@ impl Session {
     pub fn reset(&mut self) {
         self.state = State::AwaitBanner;
         self.buf.clear();
+        // Events of the old shell (its Closed, say) must not reach whoever waits on the new one.
+        self.events.clear();
+        self.after_banner = false;
     }
 
     /// Takes bytes read from the channel. Never fails: problems come out as events.
@@ -602,6 +605,19 @@ mod tests {
                 Event::Exited { status: 0 }
             ]
         );
+    }
+
+    #[test]
+    fn reset_forgets_the_old_shell() {
+        let mut s = connected(0x2a);
+        let _ = s.command(b"x").unwrap();
+        s.handle_eof();
+        s.reset();
+        assert_eq!(s.poll_event(), None, "no stale Closed");
+        assert!(!s.is_connected());
+        s.feed(b"Spawning backdoor root shell...\n");
+        assert_eq!(drain(&mut s), vec![Event::Banner]);
+        assert!(s.command(b"true").is_ok());
     }
 
     #[test]
