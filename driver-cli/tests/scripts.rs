@@ -1,0 +1,99 @@
+//! The binary end to end: Rhai test scripts from `examples/` on the tiny guest, and usage errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    tests::repo_root()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vm-test-driver"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("cannot run vm-test-driver")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn hello_passes_and_failing_fails_with_its_location_and_output() {
+    let tiny = tests::guest_start_script("tiny");
+    let tiny = tiny.to_str().unwrap();
+
+    let o = run(&["--start-scripts", tiny, "--", "examples/hello.rhai"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("subtest: waits react to the guest"));
+
+    let o = run(&["--start-scripts", tiny, "--", "examples/failing.rhai"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("examples/failing.rhai:7"), "{err}");
+    assert!(
+        err.contains("fails on purpose") && err.contains("this is the output"),
+        "{err}"
+    );
+    assert!(!err.contains("subtest: never reached"), "{err}");
+}
+
+#[test]
+fn usage_and_setup_errors_exit_2_naming_the_problem() {
+    // A list option must not swallow the script: without `--` the script is taken as a start script.
+    let o = run(&["--start-scripts", "run-a-vm", "run-b-vm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no test script given"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["--", "examples/no-such-test.rhai"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("examples/no-such-test.rhai"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dir = std::env::temp_dir().join(format!("vmtd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.rhai");
+    std::fs::write(&bad, "let x = ;\n").unwrap();
+    let o = run(&["--", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("bad.rhai") && stderr(&o).contains("line 1"),
+        "{}",
+        stderr(&o)
+    );
+
+    let ok = dir.join("ok.rhai");
+    std::fs::write(&ok, "log(\"never runs\");\n").unwrap();
+    let ok = ok.to_str().unwrap();
+    let o = run(&["--start-scripts", "/nonexistent/run-x-vm", "--", ok]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/run-x-vm"),
+        "{}",
+        stderr(&o)
+    );
+
+    let tiny = tests::guest_start_script("tiny");
+    let o = run(&[
+        "--vlans",
+        "0",
+        "--start-scripts",
+        tiny.to_str().unwrap(),
+        "--",
+        ok,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("vlan 0"), "{}", stderr(&o));
+
+    let o = run(&["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
