@@ -192,6 +192,23 @@ pub fn engine(driver: &Driver) -> Engine {
         m.copy_from_host(std::path::Path::new(src), dst)
             .map_err(err)
     });
+    e.register_fn("write_file", |m: &mut Machine, dst: &str, text: &str| {
+        m.write_file(dst, text.as_bytes()).map_err(err)
+    });
+    e.register_fn(
+        "copy_from_vm",
+        |m: &mut Machine, src: &str| -> Res<String> {
+            let bytes = m.copy_from_vm(src).map_err(err)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        },
+    );
+    e.register_fn(
+        "vlan_address",
+        |m: &mut Machine, vlan: i64| -> Res<String> {
+            let vlan = u32::try_from(vlan).map_err(|_| format!("{vlan} is not a VLAN number"))?;
+            Ok(m.vlan_address(vlan))
+        },
+    );
     e.register_fn("forward_port", |m: &mut Machine, host: i64, guest: i64| {
         m.forward_port(port(host)?, port(guest)?).map_err(err)
     });

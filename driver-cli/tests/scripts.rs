@@ -97,3 +97,26 @@ fn usage_and_setup_errors_exit_2_naming_the_problem() {
     assert_eq!(o.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn webserver_client_example_passes() {
+    // Machines are named after their start scripts: link the bundled guests under the example's names.
+    let dir = std::env::temp_dir().join(format!("vmtd-cli-ws-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let webserver = dir.join("run-webserver-vm");
+    let client = dir.join("run-client-vm");
+    std::os::unix::fs::symlink(tests::guest_start_script("systemd"), &webserver).unwrap();
+    std::os::unix::fs::symlink(tests::guest_start_script("tiny"), &client).unwrap();
+    let o = run(&[
+        "--start-scripts",
+        webserver.to_str().unwrap(),
+        client.to_str().unwrap(),
+        "--vlans",
+        "1",
+        "--",
+        "examples/webserver-client.rhai",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("subtest: the client fetches the page over VLAN 1"));
+}
