@@ -31,7 +31,8 @@ struct Cli {
 /// Running a test script.
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// NixOS-style start scripts `run-<name>-vm`, each a machine named <name>.
+    /// NixOS-style start scripts `run-<name>-vm`, each a machine named <name>; a directory stands for
+    /// the `run-*-vm` files in it.
     #[arg(long, num_args = 1.., value_name = "SCRIPT")]
     start_scripts: Vec<PathBuf>,
     /// VLAN numbers every machine is attached to.
@@ -156,7 +157,7 @@ fn run_script(args: RunArgs) -> Result<(), Failure> {
         .with_context(|| format!("cannot read the test script {}", path.display()))
         .map_err(Failure::Setup)?;
     let driver = new_driver(args.keep_vm_state)?;
-    for s in args.start_scripts {
+    for s in expand_start_scripts(args.start_scripts).map_err(Failure::Setup)? {
         // Caught here, a missing script is a setup error (exit 2), not a failure of the test.
         if !s.is_file() {
             return Err(usage(&format!(
@@ -195,4 +196,30 @@ fn run_script(args: RunArgs) -> Result<(), Failure> {
             )))
         }
     }
+}
+
+/// Start scripts as given, with a directory standing for the `run-*-vm` files in it (sorted).
+fn expand_start_scripts(given: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            out.push(path);
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&path)
+            .with_context(|| format!("cannot list {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("run-") && n.ends_with("-vm"))
+            })
+            .collect();
+        if found.is_empty() {
+            anyhow::bail!("{} holds no run-<name>-vm start script", path.display());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
 }

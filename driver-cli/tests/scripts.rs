@@ -93,6 +93,35 @@ fn usage_and_setup_errors_exit_2_naming_the_problem() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("vlan 0"), "{}", stderr(&o));
 
+    // A directory stands for the start scripts in it.
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    for name in ["run-b-vm", "run-a-vm", "README"] {
+        std::fs::write(scripts.join(name), "#!/bin/sh\n").unwrap();
+    }
+    let names = dir.join("names.rhai");
+    std::fs::write(
+        &names,
+        "let n = machines.map(|m| m.name); if n != [\"a\", \"b\"] { throw `got ${n}`; }\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "--start-scripts",
+        scripts.to_str().unwrap(),
+        "--",
+        names.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&["--start-scripts", empty.to_str().unwrap(), "--", ok]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("holds no run-<name>-vm"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = run(&["--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
