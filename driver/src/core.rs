@@ -431,40 +431,16 @@ impl Core {
         };
         match channel {
             Channel::Serial => {
-                let eof = match io.serial.as_mut() {
-                    Some(s) => drain(s, |bytes| {
-                        for line in vm.console.feed(bytes) {
-                            log::info!(target: "console", "{}# {line}", vm.name);
-                        }
-                    }),
-                    None => false,
-                };
-                if eof {
-                    if let Some(line) = vm.console.flush() {
-                        log::info!(target: "console", "{}# {line}", vm.name);
-                    }
-                    if let Some(mut s) = io.serial.take() {
-                        let _ = registry.deregister(&mut s);
-                    }
-                }
+                let name = &vm.name;
+                serve_lines(registry, &mut io.serial, &mut vm.console, |line| {
+                    log::info!(target: "console", "{name}# {line}");
+                });
             }
             Channel::Stderr => {
-                let eof = match io.stderr.as_mut() {
-                    Some(s) => drain(s, |bytes| {
-                        for line in vm.stderr.feed(bytes) {
-                            log::warn!("{}: qemu: {line}", vm.name);
-                        }
-                    }),
-                    None => false,
-                };
-                if eof {
-                    if let Some(line) = vm.stderr.flush() {
-                        log::warn!("{}: qemu: {line}", vm.name);
-                    }
-                    if let Some(mut s) = io.stderr.take() {
-                        let _ = registry.deregister(&mut s);
-                    }
-                }
+                let name = &vm.name;
+                serve_lines(registry, &mut io.stderr, &mut vm.stderr, |line| {
+                    log::warn!("{name}: qemu: {line}");
+                });
             }
             Channel::MonitorListener | Channel::ShellListener(_) => {
                 let (listener, slot, conn_channel) = match channel {
@@ -622,6 +598,32 @@ impl Drop for Core {
     fn drop(&mut self) {
         for i in 0..self.vms.len() {
             self.stop_io(i);
+        }
+    }
+}
+
+/// Reads a line-oriented stream (console, QEMU's stderr) into `lines`, passing each completed line to
+/// `emit`; at end of file completes the last line and unregisters the stream.
+fn serve_lines<S: Read + mio::event::Source>(
+    registry: &mio::Registry,
+    slot: &mut Option<S>,
+    lines: &mut Console,
+    emit: impl Fn(&str),
+) {
+    let Some(stream) = slot.as_mut() else {
+        return;
+    };
+    let eof = drain(stream, |bytes| {
+        for line in lines.feed(bytes) {
+            emit(&line);
+        }
+    });
+    if eof {
+        if let Some(line) = lines.flush() {
+            emit(&line);
+        }
+        if let Some(mut stream) = slot.take() {
+            let _ = registry.deregister(&mut stream);
         }
     }
 }
