@@ -198,19 +198,7 @@ impl Machine {
         self.connect()?;
         let mut core = self.core.borrow_mut();
         let i = self.i;
-        let bytes = core.vms[i]
-            .shell()
-            .command(command)
-            .map_err(|source| match source {
-                guest_shell::Error::Lost => Error::ShellLost {
-                    machine: self.name.clone(),
-                    reason: "an earlier command desynchronised the channel".into(),
-                },
-                source => Error::BadCommand {
-                    machine: self.name.clone(),
-                    source,
-                },
-            })?;
+        let bytes = self.frame(&mut core, command)?;
         if !core.write_shell(i, &bytes) {
             return Err(Error::NotRunning(self.name.clone()));
         }
@@ -455,13 +443,7 @@ impl Machine {
         self.connect_within(timeout)?;
         {
             let mut core = self.core.borrow_mut();
-            let bytes = core.vms[self.i]
-                .shell()
-                .command(b"poweroff")
-                .map_err(|source| Error::BadCommand {
-                    machine: self.name.clone(),
-                    source,
-                })?;
+            let bytes = self.frame(&mut core, b"poweroff")?;
             core.write_shell(self.i, &bytes);
         }
         self.wait_for_shutdown_within(timeout)
@@ -623,6 +605,23 @@ impl Machine {
     /// ```
     pub fn get_console_log(&self) -> String {
         self.core.borrow().vms[self.i].console.text()
+    }
+
+    /// The bytes that run `command` on the backdoor shell.
+    fn frame(&self, core: &mut Core, command: &[u8]) -> Result<Vec<u8>, Error> {
+        core.vms[self.i]
+            .shell()
+            .command(command)
+            .map_err(|source| match source {
+                guest_shell::Error::Lost => Error::ShellLost {
+                    machine: self.name.clone(),
+                    reason: "an earlier command desynchronised the channel".into(),
+                },
+                source => Error::BadCommand {
+                    machine: self.name.clone(),
+                    source,
+                },
+            })
     }
 
     pub(crate) fn gone(&self, core: &mut Core, what: &str) -> Error {
