@@ -52,6 +52,11 @@ fn commands(v: Dynamic) -> Res<Vec<String>> {
     .into())
 }
 
+/// NixOS's `(status, output)` tuple as a Rhai array `[status, output]`.
+fn status_output((status, out): (i32, String)) -> Array {
+    vec![Dynamic::from(i64::from(status)), out.into()]
+}
+
 fn port(p: i64) -> Res<u16> {
     u16::try_from(p).map_err(|_| format!("{p} is not a TCP port").into())
 }
@@ -89,14 +94,14 @@ pub fn engine(driver: &Driver) -> Engine {
         m.fail(commands(c)?).map_err(err)
     });
     e.register_fn("execute", |m: &mut Machine, c: &str| -> Res<Array> {
-        let (status, out) = m.execute(c).map_err(err)?;
-        Ok(vec![Dynamic::from(i64::from(status)), out.into()])
+        m.execute(c).map(status_output).map_err(err)
     });
     e.register_fn(
         "execute",
         |m: &mut Machine, c: &str, t: Dynamic| -> Res<Array> {
-            let (status, out) = m.execute_within(c, secs(t)?).map_err(err)?;
-            Ok(vec![Dynamic::from(i64::from(status)), out.into()])
+            m.execute_within(c, secs(t)?)
+                .map(status_output)
+                .map_err(err)
         },
     );
     e.register_fn("wait_until_succeeds", |m: &mut Machine, c: &str| {
@@ -121,8 +126,7 @@ pub fn engine(driver: &Driver) -> Engine {
 
     // systemd.
     e.register_fn("systemctl", |m: &mut Machine, q: &str| -> Res<Array> {
-        let (status, out) = m.systemctl(q).map_err(err)?;
-        Ok(vec![Dynamic::from(i64::from(status)), out.into()])
+        m.systemctl(q).map(status_output).map_err(err)
     });
     e.register_fn("get_unit_info", |m: &mut Machine, u: &str| -> Res<Map> {
         let info = m.get_unit_info(u).map_err(err)?;
@@ -144,12 +148,10 @@ pub fn engine(driver: &Driver) -> Engine {
         m.require_active_unit(u).map_err(err)
     });
     e.register_fn("start_job", |m: &mut Machine, u: &str| -> Res<Array> {
-        let (status, out) = m.start_job(u).map_err(err)?;
-        Ok(vec![Dynamic::from(i64::from(status)), out.into()])
+        m.start_job(u).map(status_output).map_err(err)
     });
     e.register_fn("stop_job", |m: &mut Machine, u: &str| -> Res<Array> {
-        let (status, out) = m.stop_job(u).map_err(err)?;
-        Ok(vec![Dynamic::from(i64::from(status)), out.into()])
+        m.stop_job(u).map(status_output).map_err(err)
     });
 
     // Files, ports, console.
