@@ -1,6 +1,7 @@
 //! The one event loop: every file descriptor of every machine, and child exits, served by one
 //! `mio::Poll`. Blocking API calls are "send what is needed, then `run_until`".
 
+use crate::activity::Activity;
 use crate::console::Console;
 use crate::vlan::{self, Switch};
 use crate::Error;
@@ -15,6 +16,8 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Console lines kept per machine for errors, `get_console_log` and console waits.
@@ -201,12 +204,53 @@ fn new_session() -> Session {
 pub(crate) struct Core {
     poll: Poll,
     events: Events,
-    _signals: Signals,
+    signals: Signals,
     pub(crate) vms: Vec<Vm>,
     /// Switches, stopped after the machines (see `Drop`).
     pub(crate) switches: Vec<Switch>,
     pub(crate) root: StateRoot,
     pub(crate) accel: AccelChoice,
+    pub(crate) activity: Activity,
+    pub(crate) interrupts: Interrupts,
+}
+
+/// What ends every wait early: a deadline for the whole run, or a signal the driver catches.
+#[derive(Default)]
+pub(crate) struct Interrupts {
+    /// The deadline, and the timeout it came from (for the message).
+    pub(crate) deadline: Option<(Instant, Duration)>,
+    /// The number of the signal caught, 0 for none; set from the signal handler.
+    pub(crate) signal: Arc<AtomicUsize>,
+    /// Set with `signal`; a second SIGINT while it is set ends the process at once.
+    pub(crate) armed: Arc<AtomicBool>,
+}
+
+impl Interrupts {
+    /// Why the run must stop now, if it must.
+    pub(crate) fn reason(&self) -> Option<String> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => {}
+            n => return Some(format!("interrupted by {}", signal_name(n as i32))),
+        }
+        let (at, timeout) = self.deadline?;
+        (Instant::now() >= at)
+            .then(|| format!("the global timeout of {} s ran out", timeout.as_secs_f64()))
+    }
+
+    /// Forgets a caught signal, so the next wait runs (an interactive session goes on after Ctrl-C).
+    pub(crate) fn clear_signal(&self) -> Option<i32> {
+        self.armed.store(false, Ordering::SeqCst);
+        match self.signal.swap(0, Ordering::SeqCst) {
+            0 => None,
+            n => Some(n as i32),
+        }
+    }
+}
+
+fn signal_name(n: i32) -> String {
+    nix::sys::signal::Signal::try_from(n)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {n}"))
 }
 
 impl Core {
@@ -219,11 +263,13 @@ impl Core {
         Ok(Core {
             poll,
             events: Events::with_capacity(64),
-            _signals: signals,
+            signals,
             vms: Vec::new(),
             switches: Vec::new(),
             root,
             accel,
+            activity: Activity::default(),
+            interrupts: Interrupts::default(),
         })
     }
 
@@ -374,12 +420,57 @@ impl Core {
             if let Some(r) = cond(self) {
                 return Ok(Some(r));
             }
+            self.check_interrupts()?;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
-            self.turn(deadline - now)?;
+            let wake = match self.interrupts.deadline {
+                Some((run_ends, _)) => deadline.min(run_ends),
+                None => deadline,
+            };
+            self.turn(wake.saturating_duration_since(now))?;
         }
+    }
+
+    /// Serves all channels for `d` without waiting for anything in particular.
+    pub(crate) fn idle(&mut self, d: Duration) -> Result<(), Error> {
+        self.run_until(Instant::now() + d, |_| None::<()>)?;
+        Ok(())
+    }
+
+    /// Fails when the run must stop (a caught signal, the global timeout), naming what was going on.
+    pub(crate) fn check_interrupts(&self) -> Result<(), Error> {
+        match self.interrupts.reason() {
+            None => Ok(()),
+            Some(reason) => Err(Error::Interrupted {
+                reason,
+                during: self.activity.describe(),
+            }),
+        }
+    }
+
+    /// SIGINT, SIGTERM and SIGHUP interrupt waits instead of ending the process; a second SIGINT
+    /// before the first was handled ends it at once (exit 130), QEMU following by PDEATHSIG.
+    pub(crate) fn catch_signals(&mut self) -> Result<(), Error> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let io = |source: std::io::Error| Error::Io {
+            what: "installing signal handlers".into(),
+            source,
+        };
+        signal_hook::flag::register_conditional_shutdown(
+            SIGINT,
+            130,
+            self.interrupts.armed.clone(),
+        )
+        .map_err(io)?;
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::flag::register_usize(sig, self.interrupts.signal.clone(), sig as usize)
+                .map_err(io)?;
+            signal_hook::flag::register(sig, self.interrupts.armed.clone()).map_err(io)?;
+            self.signals.add_signal(sig).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// One round of the loop: wait for readiness (at most `timeout`) and handle what is ready.
@@ -392,6 +483,8 @@ impl Core {
         let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
         for token in ready {
             if token == SIGNALS {
+                // SIGINT and SIGTERM set `interrupts.signal` in their handlers; here they only wake us.
+                for _ in self.signals.pending() {}
                 self.reap();
                 continue;
             }

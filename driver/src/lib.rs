@@ -16,12 +16,14 @@
 
 #![warn(missing_docs)]
 
+mod activity;
 mod console;
 mod core;
 mod machine;
 mod vlan;
 mod waits;
 
+pub use activity::{Activity, Step, STEP_END};
 pub use machine::{CommandList, Machine};
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
 
@@ -150,6 +152,14 @@ pub enum Error {
         /// `systemctl status` of the unit.
         status: String,
     },
+    /// A caught signal or the run's global timeout stopped what was going on.
+    #[error("{reason}{}", while_clause(during))]
+    Interrupted {
+        /// The signal or the timeout.
+        reason: String,
+        /// The steps in progress, outermost first ([`Activity::describe`]).
+        during: String,
+    },
     /// A virtual network could not be set up.
     #[error("vlan {number}: {what}")]
     Vlan {
@@ -173,6 +183,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn while_clause(during: &str) -> String {
+    if during.is_empty() {
+        String::new()
+    } else {
+        format!(" while: {during}")
+    }
 }
 
 impl From<std::io::Error> for Error {
@@ -376,10 +394,106 @@ impl Driver {
     /// ```
     pub fn nested<T>(&self, label: &str, f: impl FnOnce() -> T) -> T {
         log::info!("{label}");
-        let t0 = std::time::Instant::now();
-        let out = f();
-        log::info!("({label}: {:.2} s)", t0.elapsed().as_secs_f64());
-        out
+        let _step = self.activity().enter(label.to_string());
+        f()
+    }
+
+    /// The steps in progress, shareable with another thread (a terminal status line).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// let activity = driver.activity();
+    /// std::thread::spawn(move || loop {
+    ///     eprint!("\r{}", activity.describe());
+    ///     std::thread::sleep(std::time::Duration::from_secs(1));
+    /// });
+    /// # }
+    /// ```
+    pub fn activity(&self) -> Activity {
+        self.core.borrow().activity.clone()
+    }
+
+    /// Ends every wait from `timeout` on with [`Error::Interrupted`] naming the step in progress.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// driver.set_global_timeout(std::time::Duration::from_secs(3600));
+    /// # }
+    /// ```
+    pub fn set_global_timeout(&self, timeout: Duration) {
+        let at = std::time::Instant::now() + timeout;
+        self.core.borrow_mut().interrupts.deadline = Some((at, timeout));
+    }
+
+    /// Makes SIGINT, SIGTERM and SIGHUP end the wait in progress with [`Error::Interrupted`]
+    /// instead of the process, so the caller can stop machines and write its logs; a second SIGINT
+    /// before [`take_signal`](Self::take_signal) ends the process at once (exit 130).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.catch_signals()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn catch_signals(&self) -> Result<(), Error> {
+        self.core.borrow_mut().catch_signals()
+    }
+
+    /// The signal caught since the last call, if any, forgetting it so later waits run again.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// if let Some(sig) = driver.take_signal() { eprintln!("interrupted by signal {sig}"); }
+    /// # }
+    /// ```
+    pub fn take_signal(&self) -> Option<i32> {
+        self.core.borrow().interrupts.clear_signal()
+    }
+
+    /// [`Error::Interrupted`] when a caught signal or the global timeout says the run must stop;
+    /// for callers that compute without waiting (a script interpreter's progress hook).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.check_interrupts()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn check_interrupts(&self) -> Result<(), Error> {
+        // Inside a driver call the loop checks for itself.
+        match self.core.try_borrow() {
+            Ok(core) => core.check_interrupts(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Serves every machine's channels for `d` (consoles keep flowing); fails early on an interrupt.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.sleep(std::time::Duration::from_millis(500))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sleep(&self, d: Duration) -> Result<(), Error> {
+        self.core.borrow_mut().idle(d)
+    }
+
+    /// Waits for every machine to shut down by itself (NixOS's `join_all`).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// for vm in driver.machines() { vm.execute("poweroff")?; }
+    /// driver.join_all()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn join_all(&self) -> Result<(), Error> {
+        self.nested("waiting for all machines to shut down", || {
+            self.machines()
+                .iter()
+                .try_for_each(|vm| vm.wait_for_shutdown())
+        })
     }
 
     /// Stops every running machine at once (no clean shutdown) and reaps it.

@@ -1,5 +1,6 @@
 //! `Machine`: one VM of the run, with the NixOS driver's method names.
 
+use crate::activity::Step;
 use crate::core::Core;
 use crate::{Error, DEFAULT_TIMEOUT};
 use std::cell::RefCell;
@@ -116,6 +117,9 @@ impl Machine {
             return Err(self.gone(&mut core, "QEMU has exited"));
         }
         core.start(self.i)?;
+        let _step = core
+            .activity
+            .enter(format!("{}: waiting for the backdoor shell", self.name));
         let t0 = Instant::now();
         let i = self.i;
         let got = core.run_until(t0 + timeout, |core| {
@@ -216,7 +220,15 @@ impl Machine {
                 }
             }
             None
-        })?;
+        });
+        let done = match done {
+            Err(e) => {
+                // Interrupted: later output of the command is not anyone's reply.
+                core.vms[i].shell().abandon();
+                return Err(e);
+            }
+            Ok(done) => done,
+        };
         let shown = || tail_text(&out, LAST_OUTPUT);
         match done {
             Some(Ok(status)) => {
@@ -264,7 +276,7 @@ impl Machine {
     pub fn succeed(&self, commands: impl CommandList) -> Result<String, Error> {
         let mut all = String::new();
         for command in commands.commands() {
-            log::info!("{}: must succeed: {command}", self.name);
+            let _step = self.step(format!("must succeed: {command}"));
             all.push_str(&self.succeed_quietly(command)?);
         }
         Ok(all)
@@ -296,7 +308,7 @@ impl Machine {
     pub fn fail(&self, commands: impl CommandList) -> Result<String, Error> {
         let mut all = String::new();
         for command in commands.commands() {
-            log::info!("{}: must fail: {command}", self.name);
+            let _step = self.step(format!("must fail: {command}"));
             let (status, output) = self.execute(command)?;
             if status == 0 {
                 return Err(Error::UnexpectedSuccess {
@@ -320,12 +332,18 @@ impl Machine {
     /// # }
     /// ```
     pub fn send_monitor_command(&self, command: &str) -> Result<String, Error> {
+        let _step = self.step(format!("monitor: {command}"));
         let mut core = self.core.borrow_mut();
         let i = self.i;
         if !core.vms[i].is_running() {
             return Err(Error::NotRunning(self.name.clone()));
         }
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        // Replies to commands abandoned by a timeout or an interrupt come first, and are not ours.
+        core.vms[i]
+            .monitor_events
+            .retain(|e| !matches!(e, qemu_monitor::Event::Reply(_)));
+        let mut stale = core.vms[i].monitor.pending();
         // QEMU connects right after it starts; the codec holds the command until the greeting.
         let bytes = core.vms[i]
             .monitor
@@ -347,6 +365,7 @@ impl Machine {
         let reply = core.run_until(deadline, |core| {
             while let Some(e) = core.vms[i].monitor_events.pop_front() {
                 match e {
+                    qemu_monitor::Event::Reply(_) if stale > 0 => stale -= 1,
                     qemu_monitor::Event::Reply(r) => return Some(Ok(r)),
                     qemu_monitor::Event::Closed => return Some(Ok(String::new())),
                     qemu_monitor::Event::Lost { reason } => return Some(Err(reason)),
@@ -396,7 +415,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn reboot(&self) -> Result<(), Error> {
-        log::info!("{}: rebooting", self.name);
+        let _step = self.step("rebooting".into());
         self.send_monitor_command("sendkey ctrl-alt-delete")?;
         self.core.borrow_mut().vms[self.i].reset_shell();
         Ok(())
@@ -439,7 +458,7 @@ impl Machine {
         if !self.is_running() {
             return Ok(());
         }
-        log::info!("{}: shutting down", self.name);
+        let _step = self.step("shutting down".into());
         self.connect_within(timeout)?;
         {
             let mut core = self.core.borrow_mut();
@@ -477,6 +496,9 @@ impl Machine {
         if core.vms[i].io.is_none() {
             return Ok(());
         }
+        let _step = core
+            .activity
+            .enter(format!("{}: waiting for QEMU to exit", self.name));
         let exited = core.run_until(Instant::now() + timeout, |core| {
             core.vms[i].exit.map(|_| ())
         })?;
@@ -622,6 +644,13 @@ impl Machine {
                     source,
                 },
             })
+    }
+
+    /// Logs `what` this machine starts doing and makes it the innermost step until the guard drops.
+    pub(crate) fn step(&self, what: String) -> Step {
+        log::info!("{}: {what}", self.name);
+        let activity = self.core.borrow().activity.clone();
+        activity.enter(format!("{}: {what}", self.name))
     }
 
     pub(crate) fn gone(&self, core: &mut Core, what: &str) -> Error {

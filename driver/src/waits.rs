@@ -17,9 +17,7 @@ const CONSOLE_CONTEXT: usize = 20;
 impl Machine {
     /// Serves the event loop for `d` (other machines' consoles keep flowing) without sending anything.
     fn idle(&self, d: Duration) -> Result<(), Error> {
-        let mut core = self.core.borrow_mut();
-        core.run_until(Instant::now() + d, |_| None::<()>)?;
-        Ok(())
+        self.core.borrow_mut().idle(d)
     }
 
     /// Calls `attempt` until it returns `Some`, pausing with a growing delay; on timeout the error
@@ -65,7 +63,7 @@ impl Machine {
         command: &str,
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
-        log::info!("{}: waiting for success: {command}", self.name);
+        let _step = self.step(format!("waiting for success: {command}"));
         self.until_status(command, timeout, true)
     }
 
@@ -82,7 +80,7 @@ impl Machine {
         command: &str,
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
-        log::info!("{}: waiting for failure: {command}", self.name);
+        let _step = self.step(format!("waiting for failure: {command}"));
         self.until_status(command, timeout, false)
     }
 
@@ -115,7 +113,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_file(&self, path: &str, timeout: Option<Duration>) -> Result<(), Error> {
-        log::info!("{}: waiting for file {path}", self.name);
+        let _step = self.step(format!("waiting for file {path}"));
         let cmd = format!("test -e {}", sh_quote(path));
         self.retry(
             &format!("file {path} to exist"),
@@ -174,7 +172,7 @@ impl Machine {
     ) -> Result<(), Error> {
         let addr = addr.unwrap_or("localhost");
         let state = if open { "open" } else { "closed" };
-        log::info!("{}: waiting for {state} port {addr}:{port}", self.name);
+        let _step = self.step(format!("waiting for {state} port {addr}:{port}"));
         // `nc -z` where nc has it (OpenBSD's); busybox nc lacks -z but returns at once on an open
         // port when stdin is empty. Messages are kept so a reason other than "not yet" (a name that
         // does not resolve, no nc) shows up in the timeout error.
@@ -228,7 +226,7 @@ impl Machine {
             source,
         })?;
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
-        log::info!("{}: waiting for console text /{regex}/", self.name);
+        let _step = self.step(format!("waiting for console text /{regex}/"));
         let i = self.i;
         let mut core = self.core.borrow_mut();
         let found = core.run_until(Instant::now() + timeout, |core| {
@@ -276,7 +274,7 @@ impl Machine {
         if !self.is_running() {
             return Ok(());
         }
-        log::info!("{}: crashing", self.name);
+        let _step = self.step("crashing".into());
         self.send_monitor_command("quit")?;
         self.wait_for_shutdown()
     }
@@ -317,7 +315,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_unit(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
-        log::info!("{}: waiting for unit {unit}", self.name);
+        let _step = self.step(format!("waiting for unit {unit}"));
         self.retry(
             &format!("unit {unit} to be active"),
             timeout.unwrap_or(DEFAULT_TIMEOUT),
@@ -463,7 +461,7 @@ impl Machine {
     /// ```
     pub fn write_file(&self, target: &str, bytes: &[u8]) -> Result<(), Error> {
         use base64::Engine as _;
-        log::info!("{}: writing {} bytes to {target}", self.name, bytes.len());
+        let _step = self.step(format!("writing {} bytes to {target}", bytes.len()));
         let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
         let mut cmd = format!(
             "t={}; mkdir -p -- \"$(dirname -- \"$t\")\" && base64 -d > \"$t\" <<'VMTD_EOF'\n",
@@ -510,7 +508,8 @@ impl Machine {
         Ok(out)
     }
 
-    /// Forwards TCP `host_port` on the host to `guest_port` in the guest (user-mode networking).
+    /// Forwards TCP `host_port` on the host's loopback address to `guest_port` in the guest
+    /// (user-mode networking); other hosts cannot reach it.
     ///
     /// ```no_run
     /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
@@ -520,7 +519,9 @@ impl Machine {
     /// # }
     /// ```
     pub fn forward_port(&self, host_port: u16, guest_port: u16) -> Result<(), Error> {
-        self.monitor_expect_silence(&format!("hostfwd_add tcp::{host_port}-:{guest_port}"))
+        self.monitor_expect_silence(&format!(
+            "hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"
+        ))
     }
 }
 
