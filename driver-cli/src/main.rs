@@ -4,15 +4,19 @@
 //! with every machine as a global; `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
 //! one machine. Exit status: 0 passed, 1 test failed, 2 usage or setup error.
 
+mod junit;
+mod output;
+mod repl;
+mod run_vms;
 mod script;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use driver::{Driver, StartCommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Boot QEMU virtual machines and run tests against them.
 #[derive(Parser, Debug)]
@@ -28,11 +32,11 @@ struct Cli {
     run: RunArgs,
 }
 
-/// Running a test script.
+/// The machines of a run and where its files go.
 #[derive(Args, Debug)]
-struct RunArgs {
+struct Network {
     /// NixOS-style start scripts `run-<name>-vm`, each a machine named <name>; a directory stands for
-    /// the `run-*-vm` files in it.
+    /// the `run-*-vm` files in it, a quoted glob pattern for the files it matches.
     #[arg(long, num_args = 1.., value_name = "SCRIPT")]
     start_scripts: Vec<PathBuf>,
     /// VLAN numbers every machine is attached to.
@@ -41,6 +45,25 @@ struct RunArgs {
     /// Keep the run's state directory (sockets, `vm-state-<name>`) afterwards.
     #[arg(long)]
     keep_vm_state: bool,
+    /// Write the log (`log.txt`) and each machine's serial console (`<name>.console.log`) here.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+}
+
+/// Running a test script.
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    network: Network,
+    /// End the run after this many seconds, reporting the step in progress.
+    #[arg(long, value_name = "SECONDS")]
+    global_timeout: Option<f64>,
+    /// Write a JUnit XML report to FILE: one test case per subtest.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Start a REPL with the script's bindings instead of running the script (`test_script()` runs it).
+    #[arg(long, short = 'I')]
+    interactive: bool,
     /// The Rhai test script; put it after `--` when it follows a list option.
     test_script: Option<PathBuf>,
 }
@@ -58,27 +81,27 @@ enum Mode {
         #[arg(long)]
         keep_vm_state: bool,
     },
+    /// Start all machines, print how to reach them, and keep them running until Ctrl-C.
+    RunVms {
+        #[command(flatten)]
+        network: Network,
+        /// Forward a host port on 127.0.0.1 to a guest port: `HOST:GUEST` (the first machine) or
+        /// `MACHINE:HOST:GUEST`.
+        #[arg(long, value_name = "[MACHINE:]HOST:GUEST")]
+        forward: Vec<String>,
+    },
 }
 
-/// Why a run did not pass: the test itself (exit 1) or how it was asked for (exit 2).
+/// Why a run did not pass: the test itself (exit 1), how it was asked for (exit 2), or a signal
+/// (exit 128 + its number).
 enum Failure {
     Test(anyhow::Error),
     Setup(anyhow::Error),
+    Signal(i32, anyhow::Error),
 }
 
 fn main() -> ExitCode {
-    let t0 = Instant::now();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(move |buf, record| {
-            // Console lines carry their machine's name already ("name# line"); keep them plain.
-            writeln!(
-                buf,
-                "[{:8.3}s] {}",
-                t0.elapsed().as_secs_f64(),
-                record.args()
-            )
-        })
-        .init();
+    let out = output::init();
     // QEMUs that a start script forked without exec become our children when the script exits, so
     // they are reaped and stopped with their process group instead of lingering under PID 1.
     if let Err(e) = qemu_proc::become_subreaper() {
@@ -101,9 +124,10 @@ fn main() -> ExitCode {
             commands,
             keep_vm_state,
         }) => exec(start_script, &commands, keep_vm_state),
-        None => run_script(cli.run),
+        Some(Mode::RunVms { network, forward }) => run_vms::run(&network, &forward, out),
+        None => run_script(cli.run, out),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Test(e)) => {
             log::error!("test failed: {e:#}");
@@ -113,11 +137,22 @@ fn main() -> ExitCode {
             log::error!("{e:#}");
             ExitCode::from(2)
         }
-    }
+        Err(Failure::Signal(sig, e)) => {
+            log::error!("{e:#}");
+            ExitCode::from(128u8.saturating_add(sig as u8))
+        }
+    };
+    out.clear_status();
+    log::logger().flush();
+    code
+}
+
+fn setup_error(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::Setup(e.into())
 }
 
 fn new_driver(keep_vm_state: bool) -> Result<Driver, Failure> {
-    let driver = Driver::new().map_err(|e| Failure::Setup(e.into()))?;
+    let driver = Driver::new().map_err(setup_error)?;
     if keep_vm_state {
         driver.keep_vm_state();
         log::info!("keeping state in {}", driver.state_dir().display());
@@ -125,11 +160,43 @@ fn new_driver(keep_vm_state: bool) -> Result<Driver, Failure> {
     Ok(driver)
 }
 
+/// A driver with the network's machines added (not started), signals caught, and the log following
+/// it (and written to the output directory, if there is one).
+fn network_driver(net: &Network, out: &'static output::Output) -> Result<Driver, Failure> {
+    let driver = new_driver(net.keep_vm_state)?;
+    driver.catch_signals().map_err(setup_error)?;
+    out.follow(driver.activity());
+    if let Some(dir) = &net.output_dir {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| out.write_to(&dir.join("log.txt"), dir))
+            .with_context(|| format!("cannot write to the output directory {}", dir.display()))
+            .map_err(Failure::Setup)?;
+    }
+    for s in expand_start_scripts(&net.start_scripts).map_err(Failure::Setup)? {
+        // Caught here, a missing script is a setup error (exit 2), not a failure of the test.
+        if !s.is_file() {
+            return Err(usage(&format!(
+                "start script {} does not exist",
+                s.display()
+            )));
+        }
+        let vm = driver
+            .add_machine(StartCommand::Script(s))
+            .map_err(setup_error)?;
+        vm.attach_vlans(&net.vlans).map_err(setup_error)?;
+    }
+    Ok(driver)
+}
+
+fn usage(msg: &str) -> Failure {
+    Failure::Setup(anyhow::anyhow!("{msg} (see --help)"))
+}
+
 fn exec(start_script: PathBuf, commands: &[String], keep_vm_state: bool) -> Result<(), Failure> {
     let driver = new_driver(keep_vm_state)?;
     let vm = driver
         .add_machine(StartCommand::Script(start_script))
-        .map_err(|e| Failure::Setup(e.into()))?;
+        .map_err(setup_error)?;
     let test = || -> anyhow::Result<()> {
         vm.connect()?;
         for cmd in commands {
@@ -146,67 +213,106 @@ fn exec(start_script: PathBuf, commands: &[String], keep_vm_state: bool) -> Resu
     test().map_err(Failure::Test)
 }
 
-fn run_script(args: RunArgs) -> Result<(), Failure> {
-    let usage = |msg: &str| Failure::Setup(anyhow::anyhow!("{msg} (see --help)"));
-    let Some(path) = args.test_script else {
-        return Err(usage(
-            "no test script given: vm-test-driver --start-scripts A B -- test.rhai",
-        ));
+fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure> {
+    let path = match args.test_script {
+        Some(path) => Some(path),
+        None if args.interactive => None,
+        None => {
+            return Err(usage(
+                "no test script given: vm-test-driver --start-scripts A B -- test.rhai",
+            ))
+        }
     };
-    let source = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the test script {}", path.display()))
-        .map_err(Failure::Setup)?;
-    let driver = new_driver(args.keep_vm_state)?;
-    for s in expand_start_scripts(args.start_scripts).map_err(Failure::Setup)? {
-        // Caught here, a missing script is a setup error (exit 2), not a failure of the test.
-        if !s.is_file() {
+    let source = match &path {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the test script {}", path.display()))
+            .map_err(Failure::Setup)?,
+        None => String::new(),
+    };
+    if let Some(t) = args.global_timeout {
+        if !(t.is_finite() && t > 0.0) {
             return Err(usage(&format!(
-                "start script {} does not exist",
-                s.display()
+                "--global-timeout must be a positive number of seconds, not {t}"
             )));
         }
-        let vm = driver
-            .add_machine(StartCommand::Script(s))
-            .map_err(|e| Failure::Setup(e.into()))?;
-        vm.attach_vlans(&args.vlans)
-            .map_err(|e| Failure::Setup(e.into()))?;
     }
-    let engine = script::engine(&driver);
+    if args.junit.is_some() {
+        out.keep_lines();
+    }
+    let driver = network_driver(&args.network, out)?;
+    let shown = path.as_deref().unwrap_or(Path::new("<repl>"));
+    let cases = script::Cases::new(shown);
+    let engine = script::engine(&driver, &cases, out);
     let mut scope = script::scope(&driver);
     let ast = engine
         .compile_with_scope(&scope, &source)
-        .map_err(|e| Failure::Setup(anyhow::anyhow!("{}: {e}", path.display())))?;
+        .map_err(|e| Failure::Setup(anyhow::anyhow!("{}: {e}", shown.display())))?;
+    if let Some(t) = args.global_timeout {
+        driver.set_global_timeout(Duration::from_secs_f64(t));
+    }
+    if args.interactive {
+        let outcome = repl::run(
+            &engine,
+            &mut scope,
+            &driver,
+            path.as_ref().map(|_| &ast),
+            out,
+        );
+        driver.stop_all();
+        return outcome.map_err(Failure::Setup);
+    }
     let t0 = Instant::now();
-    let outcome = engine.run_ast_with_scope(&mut scope, &ast);
+    let outcome = engine
+        .run_ast_with_scope(&mut scope, &ast)
+        .map_err(|e| script::located(shown, &e));
     // Machines still running at the end are stopped (not powered off cleanly), as in NixOS.
     driver.stop_all();
-    match outcome {
-        Ok(()) => {
+    let signal = driver.take_signal();
+    if let Some(file) = &args.junit {
+        let name = shown.file_stem().unwrap_or_default().to_string_lossy();
+        let all = junit::Run {
+            suite: &name,
+            time: t0.elapsed(),
+            cases: cases.take(),
+            failure: outcome.as_ref().err().map(String::as_str),
+            output: out.lines_since(0),
+        };
+        junit::write(file, all)
+            .with_context(|| format!("cannot write the JUnit report {}", file.display()))
+            .map_err(Failure::Setup)?;
+    }
+    match (outcome, signal) {
+        (Ok(()), _) => {
             log::info!("test passed in {:.2} s", t0.elapsed().as_secs_f64());
             Ok(())
         }
-        Err(e) => {
-            let at = e.position();
-            Err(Failure::Test(anyhow::anyhow!(
-                "{}:{}:{}: {}",
-                path.display(),
-                at.line().unwrap_or(0),
-                at.position().unwrap_or(0),
-                e.unwrap_inner()
-            )))
-        }
+        (Err(e), Some(sig)) => Err(Failure::Signal(sig, anyhow::anyhow!(e))),
+        (Err(e), None) => Err(Failure::Test(anyhow::anyhow!(e))),
     }
 }
 
 /// Start scripts as given, with a directory standing for the `run-*-vm` files in it (sorted).
-fn expand_start_scripts(given: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
+fn expand_start_scripts(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in given {
-        if !path.is_dir() {
-            out.push(path);
+        let text = path.to_string_lossy();
+        if !path.exists() && text.contains(['*', '?', '[']) {
+            // A pattern the shell did not expand (quoted, or from a CI config).
+            let mut found = glob::glob(&text)
+                .with_context(|| format!("invalid start script pattern {text}"))?
+                .collect::<Result<Vec<_>, _>>()?;
+            if found.is_empty() {
+                anyhow::bail!("no start script matches {text}");
+            }
+            found.sort();
+            out.extend(found);
             continue;
         }
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&path)
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("cannot list {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {

@@ -1,9 +1,86 @@
 //! Rhai test scripts: every machine a global named after it, `Machine` methods under their NixOS
 //! names, NixOS keyword arguments as optional trailing positional arguments.
 
+use crate::output::Output;
 use driver::{Driver, Machine};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope};
-use std::time::Duration;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often (in Rhai operations) a script that computes without waiting checks for interrupts.
+const INTERRUPT_CHECK_OPS: u64 = 256;
+/// Pauses between two tries of `retry` grow from the first to the last.
+const RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+/// How one subtest went, for JUnit.
+pub struct Case {
+    /// Its name, nested subtests as `outer > inner`.
+    pub name: String,
+    /// How long it ran.
+    pub time: Duration,
+    /// The error it failed with.
+    pub failure: Option<String>,
+    /// The log lines it printed.
+    pub output: String,
+}
+
+/// The subtests run so far (shared with the engine's `subtest`).
+#[derive(Clone)]
+pub struct Cases {
+    script: Rc<std::path::Path>,
+    done: Rc<RefCell<Vec<Case>>>,
+    open: Rc<RefCell<Vec<String>>>,
+}
+
+impl Cases {
+    /// No subtests yet, of the script at `script` (named in failures).
+    pub fn new(script: &std::path::Path) -> Self {
+        Cases {
+            script: script.into(),
+            done: Rc::default(),
+            open: Rc::default(),
+        }
+    }
+
+    /// Every subtest that ended, in the order they ended.
+    pub fn take(&self) -> Vec<Case> {
+        std::mem::take(&mut self.done.borrow_mut())
+    }
+
+    /// Runs the subtest `f`, recording it; its error says which subtest failed, at the failing line.
+    fn run<T>(
+        &self,
+        name: &str,
+        out: &Output,
+        f: impl FnOnce() -> Result<T, Box<EvalAltResult>>,
+    ) -> Result<T, Box<EvalAltResult>> {
+        self.open.borrow_mut().push(name.to_string());
+        let full = self.open.borrow().join(" > ");
+        let (t0, mark) = (Instant::now(), out.mark());
+        let result = f().map_err(|e| match *e {
+            // An interrupt stays a termination, which the script cannot catch.
+            EvalAltResult::ErrorTerminated(..) => e,
+            _ => {
+                let (message, at) = innermost(&e);
+                EvalAltResult::ErrorRuntime(
+                    format!("subtest {name:?} failed: {message}").into(),
+                    at,
+                )
+                .into()
+            }
+        });
+        self.open.borrow_mut().pop();
+        let failure = result.as_ref().err().map(|e| located(&self.script, e));
+        self.done.borrow_mut().push(Case {
+            name: full,
+            time: t0.elapsed(),
+            failure,
+            output: out.lines_since(mark),
+        });
+        result
+    }
+}
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -61,9 +138,20 @@ fn port(p: i64) -> Res<u16> {
     u16::try_from(p).map_err(|_| format!("{p} is not a TCP port").into())
 }
 
-/// The engine with the driver's API registered.
-pub fn engine(driver: &Driver) -> Engine {
+/// The engine with the driver's API registered; subtests are recorded in `cases`.
+pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     let mut e = Engine::new();
+    // Stops a script that loops without calling the driver when the run is interrupted; a
+    // termination, unlike an error, cannot be caught by the script's own `try`.
+    let d = driver.clone();
+    e.on_progress(move |ops| {
+        if ops % INTERRUPT_CHECK_OPS != 0 {
+            return None;
+        }
+        d.check_interrupts()
+            .err()
+            .map(|e| Dynamic::from(e.to_string()))
+    });
     e.register_type_with_name::<Machine>("Machine");
     e.register_fn("to_string", |m: &mut Machine| {
         format!("Machine({})", m.name())
@@ -232,16 +320,58 @@ pub fn engine(driver: &Driver) -> Engine {
     let d = driver.clone();
     e.register_fn("log", move |msg: &str| d.log(msg));
     let d = driver.clone();
+    e.register_fn("sleep", move |t: Dynamic| d.sleep(secs(t)?).map_err(err));
+    let d = driver.clone();
+    e.register_fn("join_all", move || d.join_all().map_err(err));
+    let d = driver.clone();
+    e.register_fn("retry", move |ctx: NativeCallContext, f: FnPtr| {
+        retry(&d, &ctx, &f, driver::DEFAULT_TIMEOUT)
+    });
+    let d = driver.clone();
+    e.register_fn(
+        "retry",
+        move |ctx: NativeCallContext, f: FnPtr, t: Dynamic| retry(&d, &ctx, &f, secs(t)?),
+    );
+    let (d, cases) = (driver.clone(), cases.clone());
     e.register_fn(
         "subtest",
         move |ctx: NativeCallContext, name: &str, f: FnPtr| -> Res<Dynamic> {
-            d.nested(&format!("subtest: {name}"), || {
-                f.call_within_context(&ctx, ())
+            cases.run(name, out, || {
+                d.nested(&format!("subtest: {name}"), || {
+                    f.call_within_context(&ctx, ())
+                })
             })
-            .map_err(|e| format!("subtest {name:?} failed: {e}").into())
         },
     );
     e
+}
+
+/// NixOS's `retry(fn, timeout)`: calls `f(last_try)` until it returns true, pausing between tries
+/// (serving the machines); the last call gets `true`, and an error if it too returns false.
+fn retry(driver: &Driver, ctx: &NativeCallContext, f: &FnPtr, timeout: Duration) -> Res<()> {
+    let t0 = Instant::now();
+    let mut delay = RETRY_DELAYS.0;
+    loop {
+        let last = t0.elapsed() >= timeout;
+        let got = f.call_within_context::<Dynamic>(ctx, (last,))?;
+        let Some(ok) = got.as_bool().ok() else {
+            return Err(format!(
+                "retry: the function must return true or false, not {}",
+                got.type_name()
+            )
+            .into());
+        };
+        if ok {
+            return Ok(());
+        }
+        if last {
+            return Err(format!("retry: still false after {} s", timeout.as_secs_f64()).into());
+        }
+        driver
+            .sleep(delay.min(timeout.saturating_sub(t0.elapsed())))
+            .map_err(err)?;
+        delay = (delay * 2).min(RETRY_DELAYS.1);
+    }
 }
 
 /// Global variables: each machine under its name, and `machines`.
@@ -271,4 +401,35 @@ pub fn global_name(machine: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The message of the error that started a chain of calls (without Rhai's decoration), and where
+/// it happened: the failing command's line rather than the closure that called it.
+fn innermost(e: &EvalAltResult) -> (String, Position) {
+    let inner = e.unwrap_inner();
+    let at = match inner.position() {
+        p if p.is_none() => e.position(),
+        p => p,
+    };
+    let message = match inner {
+        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        EvalAltResult::ErrorTerminated(v, _) => v.to_string(),
+        other => {
+            let text = other.to_string();
+            let suffix = format!(" ({})", inner.position());
+            text.strip_suffix(&suffix).unwrap_or(&text).to_string()
+        }
+    };
+    (message, at)
+}
+
+/// A script's error as `file:line:column: message`; an interrupt's termination gives its reason.
+pub fn located(path: &std::path::Path, e: &EvalAltResult) -> String {
+    let (message, at) = innermost(e);
+    format!(
+        "{}:{}:{}: {message}",
+        path.display(),
+        at.line().unwrap_or(0),
+        at.position().unwrap_or(0)
+    )
 }

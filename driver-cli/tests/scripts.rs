@@ -19,19 +19,68 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmtd-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[test]
 fn hello_passes_and_failing_fails_with_its_location_and_output() {
     let tiny = tests::guest_start_script("tiny");
     let tiny = tiny.to_str().unwrap();
 
-    let o = run(&["--start-scripts", tiny, "--", "examples/hello.rhai"]);
+    // A quoted glob pattern stands for the start scripts it matches.
+    let pattern = format!(
+        "{}/run-*-vm",
+        tests::guest_start_script("tiny")
+            .parent()
+            .unwrap()
+            .display()
+    );
+    let o = run(&["--start-scripts", &pattern, "--", "examples/hello.rhai"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("subtest: waits react to the guest"));
 
-    let o = run(&["--start-scripts", tiny, "--", "examples/failing.rhai"]);
+    let out = scratch("failing");
+    let junit = out.join("junit.xml");
+    let o = run(&[
+        "--start-scripts",
+        tiny,
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        "--",
+        "examples/failing.rhai",
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("examples/failing.rhai:7"), "{err}");
+    // The line and column of the failing command, not of the subtest that called it.
+    assert!(
+        err.contains("examples/failing.rhai:8:10: subtest \"fails on purpose\" failed"),
+        "{err}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let suite = &report.test_suites[0];
+    assert_eq!((suite.tests, suite.failures), (2, 1), "{xml}");
+    let failed: Vec<&str> = suite
+        .test_cases
+        .iter()
+        .filter(|c| !matches!(c.status, quick_junit::TestCaseStatus::Success { .. }))
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(failed, ["fails on purpose"], "{xml}");
+    assert!(xml.contains("this is the output"), "{xml}");
+    let log = std::fs::read_to_string(out.join("log.txt")).unwrap();
+    assert!(
+        log.contains("subtest: fails on purpose") && !log.contains('\u{1b}'),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
     assert!(
         err.contains("fails on purpose") && err.contains("this is the output"),
         "{err}"
@@ -118,6 +167,22 @@ fn usage_and_setup_errors_exit_2_naming_the_problem() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("holds no run-<name>-vm"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["--start-scripts", "/nonexistent/run-*-vm", "--", ok]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no start script matches /nonexistent/run-*-vm"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["--global-timeout", "0", "--", ok]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--global-timeout must be a positive number of seconds, not 0"),
         "{}",
         stderr(&o)
     );

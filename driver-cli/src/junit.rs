@@ -1,0 +1,165 @@
+//! The JUnit XML report: one test suite for the script, one test case per subtest.
+
+use crate::script::Case;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::path::Path;
+use std::time::Duration;
+
+/// What a run produced, for its report.
+pub struct Run<'a> {
+    /// The test suite's name (the script's file stem).
+    pub suite: &'a str,
+    /// How long the script ran.
+    pub time: Duration,
+    /// The subtests, in the order they ended.
+    pub cases: Vec<Case>,
+    /// The error the script ended with.
+    pub failure: Option<&'a str>,
+    /// The whole log, for a failure outside every subtest.
+    pub output: String,
+}
+
+/// Writes `run` to `file` as JUnit XML.
+pub fn write(file: &Path, run: Run) -> anyhow::Result<()> {
+    let mut suite = TestSuite::new(run.suite);
+    suite.set_time(run.time);
+    // A failure no subtest reports (a step outside them, a global timeout between them) still
+    // needs a test case, or the suite would look green.
+    let outside = run
+        .failure
+        .filter(|_| run.cases.iter().all(|c| c.failure.is_none()));
+    for case in run.cases {
+        suite.add_test_case(test_case(
+            run.suite,
+            &case.name,
+            case.time,
+            case.failure.as_deref(),
+            &case.output,
+        ));
+    }
+    if let Some(failure) = outside {
+        suite.add_test_case(test_case(
+            run.suite,
+            run.suite,
+            run.time,
+            Some(failure),
+            &run.output,
+        ));
+    }
+    if suite.test_cases.is_empty() {
+        suite.add_test_case(test_case(run.suite, run.suite, run.time, None, &run.output));
+    }
+    let mut report = Report::new("vm-test-driver");
+    report.add_test_suite(suite);
+    let f = std::fs::File::create(file)?;
+    report.serialize(std::io::BufWriter::new(f))?;
+    Ok(())
+}
+
+fn test_case(
+    class: &str,
+    name: &str,
+    time: Duration,
+    failure: Option<&str>,
+    output: &str,
+) -> TestCase {
+    let status = match failure {
+        None => TestCaseStatus::success(),
+        Some(message) => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            // The first line is the summary CI systems show; the rest is the detail.
+            s.set_message(message.lines().next().unwrap_or_default());
+            s.set_description(message);
+            s
+        }
+    };
+    let mut case = TestCase::new(name, status);
+    case.set_classname(class);
+    case.set_time(time);
+    case.set_system_out(output);
+    case
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(name: &str, failure: Option<&str>) -> Case {
+        Case {
+            name: name.into(),
+            time: Duration::from_millis(1500),
+            failure: failure.map(String::from),
+            output: format!("[   1.000s] output of {name} \u{1b}[0m <&>"),
+        }
+    }
+
+    fn written(run: Run) -> String {
+        let dir =
+            std::env::temp_dir().join(format!("vmtd-junit-{}-{}", std::process::id(), run.suite));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("junit.xml");
+        write(&file, run).unwrap();
+        let xml = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        xml
+    }
+
+    #[test]
+    fn each_subtest_is_a_case_and_the_failing_one_carries_its_message_and_output() {
+        let xml = written(Run {
+            suite: "cases",
+            time: Duration::from_secs(3),
+            cases: vec![
+                case("boots", None),
+                case("serves > http", Some("command `curl` failed\nexit 7")),
+            ],
+            failure: Some("subtest \"serves\" failed"),
+            output: String::new(),
+        });
+        let parsed = Report::deserialize_from_str(&xml).unwrap();
+        let suite = &parsed.test_suites[0];
+        assert_eq!((suite.tests, suite.failures), (2, 1), "{xml}");
+        assert_eq!(suite.test_cases[0].name.as_str(), "boots");
+        assert!(matches!(
+            suite.test_cases[0].status,
+            TestCaseStatus::Success { .. }
+        ));
+        assert_eq!(suite.test_cases[1].name.as_str(), "serves > http");
+        assert!(xml.contains("message=\"command `curl` failed\""), "{xml}");
+        assert!(xml.contains("output of serves &gt; http"), "{xml}");
+        assert!(xml.contains("&lt;&amp;&gt;"), "{xml}");
+        // The terminal escape from a guest's console is not valid XML and must not be written.
+        assert!(!xml.contains('\u{1b}'), "{xml}");
+    }
+
+    #[test]
+    fn a_failure_outside_subtests_gets_a_case_of_its_own() {
+        let xml = written(Run {
+            suite: "outside",
+            time: Duration::from_secs(3),
+            cases: vec![case("boots", None)],
+            failure: Some(
+                "the global timeout of 5 s ran out while: vm: waiting for unit x (5.0 s)",
+            ),
+            output: "whole log".into(),
+        });
+        let parsed = Report::deserialize_from_str(&xml).unwrap();
+        let suite = &parsed.test_suites[0];
+        assert_eq!((suite.tests, suite.failures), (2, 1), "{xml}");
+        assert_eq!(suite.test_cases[1].name.as_str(), "outside");
+        assert!(xml.contains("global timeout of 5 s"), "{xml}");
+    }
+
+    #[test]
+    fn a_script_without_subtests_is_one_case() {
+        let xml = written(Run {
+            suite: "plain",
+            time: Duration::from_secs(1),
+            cases: vec![],
+            failure: None,
+            output: "whole log".into(),
+        });
+        let parsed = Report::deserialize_from_str(&xml).unwrap();
+        assert_eq!(parsed.test_suites[0].tests, 1, "{xml}");
+    }
+}
