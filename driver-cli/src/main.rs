@@ -45,6 +45,10 @@ struct Network {
     /// Keep the run's state directory (sockets, `vm-state-<name>`) afterwards.
     #[arg(long)]
     keep_vm_state: bool,
+    /// Keep state in DIR (created 0700, never removed) instead of a fresh directory, so a later run
+    /// with the same DIR finds each machine's `vm-state-<name>` (its disk) again.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Write the log (`log.txt`) and each machine's serial console (`<name>.console.log`) here.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
@@ -151,9 +155,13 @@ fn setup_error(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Setup(e.into())
 }
 
-fn new_driver(keep_vm_state: bool) -> Result<Driver, Failure> {
-    let driver = Driver::new().map_err(setup_error)?;
-    if keep_vm_state {
+fn new_driver(keep_vm_state: bool, state_dir: Option<&Path>) -> Result<Driver, Failure> {
+    let driver = match state_dir {
+        Some(dir) => Driver::with_state_dir(dir),
+        None => Driver::new(),
+    }
+    .map_err(setup_error)?;
+    if keep_vm_state || state_dir.is_some() {
         driver.keep_vm_state();
         log::info!("keeping state in {}", driver.state_dir().display());
     }
@@ -163,7 +171,7 @@ fn new_driver(keep_vm_state: bool) -> Result<Driver, Failure> {
 /// A driver with the network's machines added (not started), signals caught, and the log following
 /// it (and written to the output directory, if there is one).
 fn network_driver(net: &Network, out: &'static output::Output) -> Result<Driver, Failure> {
-    let driver = new_driver(net.keep_vm_state)?;
+    let driver = new_driver(net.keep_vm_state, net.state_dir.as_deref())?;
     driver.catch_signals().map_err(setup_error)?;
     out.follow(driver.activity());
     if let Some(dir) = &net.output_dir {
@@ -193,7 +201,7 @@ fn usage(msg: &str) -> Failure {
 }
 
 fn exec(start_script: PathBuf, commands: &[String], keep_vm_state: bool) -> Result<(), Failure> {
-    let driver = new_driver(keep_vm_state)?;
+    let driver = new_driver(keep_vm_state, None)?;
     let vm = driver
         .add_machine(StartCommand::Script(start_script))
         .map_err(setup_error)?;

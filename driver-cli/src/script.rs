@@ -320,6 +320,13 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     let d = driver.clone();
     e.register_fn("log", move |msg: &str| d.log(msg));
     let d = driver.clone();
+    e.register_fn(
+        "nested",
+        move |ctx: NativeCallContext, label: &str, f: FnPtr| -> Res<Dynamic> {
+            d.nested(label, || f.call_within_context(&ctx, ()))
+        },
+    );
+    let d = driver.clone();
     e.register_fn("sleep", move |t: Dynamic| d.sleep(secs(t)?).map_err(err));
     let d = driver.clone();
     e.register_fn("join_all", move || d.join_all().map_err(err));

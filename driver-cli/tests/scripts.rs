@@ -43,6 +43,11 @@ fn hello_passes_and_failing_fails_with_its_location_and_output() {
     let o = run(&["--start-scripts", &pattern, "--", "examples/hello.rhai"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("subtest: waits react to the guest"));
+    assert!(
+        stderr(&o).contains("(finished: making files, in "),
+        "{}",
+        stderr(&o)
+    );
 
     let out = scratch("failing");
     let junit = out.join("junit.xml");
@@ -213,4 +218,50 @@ fn webserver_client_example_passes() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("subtest: the client fetches the page over VLAN 1"));
+}
+
+#[test]
+fn a_state_dir_keeps_a_machines_disk_for_the_next_run_and_must_be_private() {
+    let dir = scratch("state-dir");
+    let state = dir.join("state");
+    let systemd = tests::guest_start_script("systemd");
+    let write = dir.join("write.rhai");
+    std::fs::write(
+        &write,
+        "systemd.succeed(\"echo kept > /root/mark && sync\");\nsystemd.shutdown();\n",
+    )
+    .unwrap();
+    let read = dir.join("read.rhai");
+    std::fs::write(
+        &read,
+        "let got = systemd.succeed(\"cat /root/mark\");\nif got != \"kept\\n\" { throw `got ${got}`; }\n",
+    )
+    .unwrap();
+    for script in [&write, &read] {
+        let o = run(&[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--start-scripts",
+            systemd.to_str().unwrap(),
+            "--",
+            script.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert!(state.join("vm-state-systemd/systemd.qcow2").is_file());
+
+    // Sockets in it drive a root shell: a directory others can enter is refused.
+    use std::os::unix::fs::PermissionsExt;
+    let open = dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run(&[
+        "--state-dir",
+        open.to_str().unwrap(),
+        "--",
+        read.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("has mode 755"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -219,9 +219,25 @@ impl Driver {
     /// # }
     /// ```
     pub fn new() -> Result<Self, Error> {
+        let root = qemu_proc::StateRoot::create().map_err(Error::Setup)?;
+        Self::with_root(root)
+    }
+
+    /// A driver whose state lives in `dir` (created 0700 if missing, never removed), so machines of
+    /// a later run with the same `dir` find their `vm-state-<name>` (disk images) again.
+    ///
+    /// ```no_run
+    /// let driver = driver::Driver::with_state_dir("/var/tmp/my-test-state".as_ref())?;
+    /// # Ok::<(), driver::Error>(())
+    /// ```
+    pub fn with_state_dir(dir: &std::path::Path) -> Result<Self, Error> {
+        let root = qemu_proc::StateRoot::at(dir).map_err(Error::Setup)?;
+        Self::with_root(root)
+    }
+
+    fn with_root(root: qemu_proc::StateRoot) -> Result<Self, Error> {
         let accel = qemu_proc::probe_accel().map_err(Error::Setup)?;
         log::info!("accelerator: {} ({})", accel.accel, accel.reason);
-        let root = qemu_proc::StateRoot::create().map_err(Error::Setup)?;
         log::debug!("state directory: {}", root.path().display());
         Ok(Driver {
             core: Rc::new(RefCell::new(Core::new(root, accel)?)),

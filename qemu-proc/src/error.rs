@@ -34,6 +34,14 @@ pub enum Error {
         /// The rejected name.
         name: String,
     },
+    /// A state directory given by the user is not a private directory of ours.
+    #[error("state directory {} {why}; use a directory only you can enter", path.display())]
+    NotPrivate {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A state directory could not be created or set up.
     #[error("cannot create directory {}", path.display())]
     CreateDir {

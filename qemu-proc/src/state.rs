@@ -51,6 +51,45 @@ impl StateRoot {
         Err(Error::CreateDir { path, source })
     }
 
+    /// Uses `path` as the state root, creating it (mode 0700) if needed, and never removes it, so a
+    /// later run with the same path finds each machine's `vm-state-<name>` (its disk) again. An
+    /// existing directory must be ours and closed to others: sockets that drive a root shell live there.
+    pub fn at(path: &Path) -> Result<Self, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let path = std::path::absolute(path).map_err(|source| Error::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match make_private_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let not_private = |why: String| Error::NotPrivate {
+                    path: path.clone(),
+                    why,
+                };
+                let meta = fs::symlink_metadata(&path).map_err(|source| Error::CreateDir {
+                    path: path.clone(),
+                    source,
+                })?;
+                if !meta.is_dir() {
+                    return Err(not_private("is not a directory".into()));
+                }
+                let me = nix::unistd::geteuid().as_raw();
+                if meta.uid() != me {
+                    return Err(not_private(format!(
+                        "belongs to uid {}, not {me}",
+                        meta.uid()
+                    )));
+                }
+                if meta.mode() & 0o077 != 0 {
+                    return Err(not_private(format!("has mode {:o}", meta.mode() & 0o777)));
+                }
+            }
+            Err(source) => return Err(Error::CreateDir { path, source }),
+        }
+        Ok(StateRoot { path, keep: true })
+    }
+
     /// The root directory.
     pub fn path(&self) -> &Path {
         &self.path
