@@ -286,7 +286,9 @@ fn repl_runs_commands_reads_on_after_open_blocks_and_survives_ctrl_c() {
     // Ctrl-C interrupts the step in progress and returns to the prompt, the machine still usable.
     term.write_all(b"tiny.wait_for_file(\"/never\")\r").unwrap();
     at = seen.wait_for("waiting for file /never", at);
-    std::thread::sleep(Duration::from_millis(300));
+    // On a terminal, a wait that lasts shows in a live status line, and log lines are coloured.
+    at = seen.wait_for("\u{2026} tiny: waiting for file /never (1 s)", at);
+    assert!(seen.text().contains("\x1b[2m[ "), "{}", seen.text());
     term.write_all(b"\x03").unwrap();
     at = seen.wait_for("interrupted by SIGINT", at);
     at = seen.wait_for("vmtd> ", at);
