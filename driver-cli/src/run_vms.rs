@@ -57,12 +57,11 @@ pub fn run(net: &Network, forwards: &[String], out: &'static Output) -> Result<(
 
 fn serve(driver: &Driver, net: &Network, forwards: &[Forward]) -> Result<(), Failure> {
     let machines = driver.machines();
-    let interrupted = |e: driver::Error| match driver.take_signal() {
+    let failed = |e: driver::Error| match driver.take_signal() {
         // Ctrl-C is how this mode is meant to end.
-        Some(_) => None,
-        None => Some(Failure::Test(e.into())),
+        Some(_) => Ok(()),
+        None => Err(Failure::Test(e.into())),
     };
-    let failed = |e: driver::Error| interrupted(e).map_or(Ok(()), Err);
     if let Err(e) = driver.start_all() {
         return failed(e);
     }
