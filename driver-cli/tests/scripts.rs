@@ -19,6 +19,17 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs the binary with `args` and checks it exits 2 (usage or setup error) with every one of
+/// `needles` in its error output.
+fn exits_2_saying(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: no {needle:?} in: {err}");
+    }
+}
+
 /// A fresh directory for one test's files.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vmtd-cli-{name}-{}", std::process::id()));
@@ -96,56 +107,42 @@ fn hello_passes_and_failing_fails_with_its_location_and_output() {
 #[test]
 fn usage_and_setup_errors_exit_2_naming_the_problem() {
     // A list option must not swallow the script: without `--` the script is taken as a start script.
-    let o = run(&["--start-scripts", "run-a-vm", "run-b-vm"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("no test script given"),
-        "{}",
-        stderr(&o)
+    exits_2_saying(
+        &["--start-scripts", "run-a-vm", "run-b-vm"],
+        &["no test script given"],
     );
 
-    let o = run(&["--", "examples/no-such-test.rhai"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("examples/no-such-test.rhai"),
-        "{}",
-        stderr(&o)
+    exits_2_saying(
+        &["--", "examples/no-such-test.rhai"],
+        &["examples/no-such-test.rhai"],
     );
 
     let dir = std::env::temp_dir().join(format!("vmtd-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.rhai");
     std::fs::write(&bad, "let x = ;\n").unwrap();
-    let o = run(&["--", bad.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("bad.rhai") && stderr(&o).contains("line 1"),
-        "{}",
-        stderr(&o)
-    );
+    exits_2_saying(&["--", bad.to_str().unwrap()], &["bad.rhai", "line 1"]);
 
     let ok = dir.join("ok.rhai");
     std::fs::write(&ok, "log(\"never runs\");\n").unwrap();
     let ok = ok.to_str().unwrap();
-    let o = run(&["--start-scripts", "/nonexistent/run-x-vm", "--", ok]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("/nonexistent/run-x-vm"),
-        "{}",
-        stderr(&o)
+    exits_2_saying(
+        &["--start-scripts", "/nonexistent/run-x-vm", "--", ok],
+        &["/nonexistent/run-x-vm"],
     );
 
     let tiny = tests::guest_start_script("tiny");
-    let o = run(&[
-        "--vlans",
-        "0",
-        "--start-scripts",
-        tiny.to_str().unwrap(),
-        "--",
-        ok,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("vlan 0"), "{}", stderr(&o));
+    exits_2_saying(
+        &[
+            "--vlans",
+            "0",
+            "--start-scripts",
+            tiny.to_str().unwrap(),
+            "--",
+            ok,
+        ],
+        &["vlan 0"],
+    );
 
     // A directory stands for the start scripts in it.
     let scripts = dir.join("scripts");
@@ -168,32 +165,22 @@ fn usage_and_setup_errors_exit_2_naming_the_problem() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = run(&["--start-scripts", empty.to_str().unwrap(), "--", ok]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("holds no run-<name>-vm"),
-        "{}",
-        stderr(&o)
+    exits_2_saying(
+        &["--start-scripts", empty.to_str().unwrap(), "--", ok],
+        &["holds no run-<name>-vm"],
     );
 
-    let o = run(&["--start-scripts", "/nonexistent/run-*-vm", "--", ok]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("no start script matches /nonexistent/run-*-vm"),
-        "{}",
-        stderr(&o)
+    exits_2_saying(
+        &["--start-scripts", "/nonexistent/run-*-vm", "--", ok],
+        &["no start script matches /nonexistent/run-*-vm"],
     );
 
-    let o = run(&["--global-timeout", "0", "--", ok]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("--global-timeout must be a positive number of seconds, not 0"),
-        "{}",
-        stderr(&o)
+    exits_2_saying(
+        &["--global-timeout", "0", "--", ok],
+        &["--global-timeout must be a positive number of seconds, not 0"],
     );
 
-    let o = run(&["--no-such-flag"]);
-    assert_eq!(o.status.code(), Some(2));
+    exits_2_saying(&["--no-such-flag"], &[]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -255,13 +242,14 @@ fn a_state_dir_keeps_a_machines_disk_for_the_next_run_and_must_be_private() {
     let open = dir.join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = run(&[
-        "--state-dir",
-        open.to_str().unwrap(),
-        "--",
-        read.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("has mode 755"), "{}", stderr(&o));
+    exits_2_saying(
+        &[
+            "--state-dir",
+            open.to_str().unwrap(),
+            "--",
+            read.to_str().unwrap(),
+        ],
+        &["has mode 755"],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
