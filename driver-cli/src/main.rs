@@ -52,6 +52,19 @@ struct Network {
     /// Write the log (`log.txt`) and each machine's serial console (`<name>.console.log`) here.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    speed: Speed,
+}
+
+/// How fast machines run, and how long waits may therefore last.
+#[derive(Args, Debug, Clone, Copy)]
+struct Speed {
+    /// Fail at once, naming why, unless KVM is usable (rather than run slowly under TCG).
+    #[arg(long)]
+    require_kvm: bool,
+    /// Multiply every timeout by F (default: 1 under KVM, 5 under TCG).
+    #[arg(long, value_name = "F")]
+    timeout_factor: Option<f64>,
 }
 
 /// Running a test script.
@@ -84,6 +97,8 @@ enum Mode {
         /// Keep the run's state directory afterwards.
         #[arg(long)]
         keep_vm_state: bool,
+        #[command(flatten)]
+        speed: Speed,
     },
     /// Start all machines, print how to reach them, and keep them running until Ctrl-C.
     RunVms {
@@ -127,7 +142,8 @@ fn main() -> ExitCode {
             start_script,
             commands,
             keep_vm_state,
-        }) => exec(start_script, &commands, keep_vm_state),
+            speed,
+        }) => exec(start_script, &commands, keep_vm_state, speed),
         Some(Mode::RunVms { network, forward }) => run_vms::run(&network, &forward, out),
         None => run_script(cli.run, out),
     };
@@ -155,13 +171,17 @@ fn setup_error(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Setup(e.into())
 }
 
-fn new_driver(keep_vm_state: bool, state_dir: Option<&Path>) -> Result<Driver, Failure> {
-    let driver = match state_dir {
-        Some(dir) => Driver::with_state_dir(dir),
-        None => Driver::new(),
+fn new_driver(keep_vm_state: bool, options: driver::Options) -> Result<Driver, Failure> {
+    if let Some(f) = options.timeout_factor {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(usage(&format!(
+                "--timeout-factor must be a positive number, not {f}"
+            )));
+        }
     }
-    .map_err(setup_error)?;
-    if keep_vm_state || state_dir.is_some() {
+    let state_dir = options.state_dir.is_some();
+    let driver = Driver::with_options(&options).map_err(setup_error)?;
+    if keep_vm_state || state_dir {
         driver.keep_vm_state();
         log::info!("keeping state in {}", driver.state_dir().display());
     }
@@ -171,7 +191,13 @@ fn new_driver(keep_vm_state: bool, state_dir: Option<&Path>) -> Result<Driver, F
 /// A driver with the network's machines added (not started), signals caught, and the log following
 /// it (and written to the output directory, if there is one).
 fn network_driver(net: &Network, out: &'static output::Output) -> Result<Driver, Failure> {
-    let driver = new_driver(net.keep_vm_state, net.state_dir.as_deref())?;
+    let options = driver::Options {
+        state_dir: net.state_dir.clone(),
+        require_kvm: net.speed.require_kvm,
+        timeout_factor: net.speed.timeout_factor,
+        output_dir: net.output_dir.clone(),
+    };
+    let driver = new_driver(net.keep_vm_state, options)?;
     driver.catch_signals().map_err(setup_error)?;
     out.follow(driver.activity());
     if let Some(dir) = &net.output_dir {
@@ -200,8 +226,18 @@ fn usage(msg: &str) -> Failure {
     Failure::Setup(anyhow::anyhow!("{msg} (see --help)"))
 }
 
-fn exec(start_script: PathBuf, commands: &[String], keep_vm_state: bool) -> Result<(), Failure> {
-    let driver = new_driver(keep_vm_state, None)?;
+fn exec(
+    start_script: PathBuf,
+    commands: &[String],
+    keep_vm_state: bool,
+    speed: Speed,
+) -> Result<(), Failure> {
+    let options = driver::Options {
+        require_kvm: speed.require_kvm,
+        timeout_factor: speed.timeout_factor,
+        ..Default::default()
+    };
+    let driver = new_driver(keep_vm_state, options)?;
     let vm = driver
         .add_machine(StartCommand::Script(start_script))
         .map_err(setup_error)?;

@@ -8,8 +8,13 @@ fn repo() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
+    run_with(args, &[])
+}
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vm-test-driver"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(repo())
         .output()
         .expect("cannot run vm-test-driver")
@@ -180,6 +185,19 @@ fn usage_and_setup_errors_exit_2_naming_the_problem() {
         &["--global-timeout must be a positive number of seconds, not 0"],
     );
 
+    exits_2_saying(
+        &["--timeout-factor", "0", "--", ok],
+        &["--timeout-factor must be a positive number, not 0"],
+    );
+    // Forced TCG makes the refusal the same on hosts with and without KVM.
+    let o = run_with(&["--require-kvm", "--", ok], &[("VMTD_ACCEL", "tcg")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("KVM is required but cannot be used: VMTD_ACCEL=tcg"),
+        "{}",
+        stderr(&o)
+    );
+
     exits_2_saying(&["--no-such-flag"], &[]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -250,6 +268,45 @@ fn a_state_dir_keeps_a_machines_disk_for_the_next_run_and_must_be_private() {
             read.to_str().unwrap(),
         ],
         &["has mode 755"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn timeouts_sized_for_kvm_stretch_under_tcg_by_the_factor() {
+    let dir = scratch("factor");
+    let script = dir.join("late.rhai");
+    // The file appears 3 s after the wait starts; the test allows 2 s, as if the guest ran on KVM.
+    std::fs::write(
+        &script,
+        "tiny.succeed(\"(sleep 3; touch /tmp/late) >/dev/null 2>&1 &\");\n\
+         tiny.wait_for_file(\"/tmp/late\", 2);\n",
+    )
+    .unwrap();
+    let tiny = tests::guest_start_script("tiny");
+    let args = |factor: Option<&'static str>| {
+        let mut a = vec!["--start-scripts", tiny.to_str().unwrap()];
+        if let Some(f) = factor {
+            a.extend(["--timeout-factor", f]);
+        }
+        a.extend(["--", script.to_str().unwrap()]);
+        a
+    };
+    let tcg = [("VMTD_ACCEL", "tcg")];
+    let o = run_with(&args(None), &tcg);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("timeouts x5 (the default under TCG)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_with(&args(Some("1")), &tcg);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("timeouts x1 (as given)")
+            && stderr(&o).contains("timed out after 2s waiting for file /tmp/late to exist"),
+        "{}",
+        stderr(&o)
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

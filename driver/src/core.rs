@@ -212,6 +212,10 @@ pub(crate) struct Core {
     pub(crate) accel: AccelChoice,
     pub(crate) activity: Activity,
     pub(crate) interrupts: Interrupts,
+    /// Every timeout a caller gives is multiplied by this (slow TCG guests).
+    pub(crate) timeout_factor: f64,
+    /// Where screenshots taken for failure reports go.
+    pub(crate) output_dir: Option<std::path::PathBuf>,
 }
 
 /// What ends every wait early: a deadline for the whole run, or a signal the driver catches.
@@ -270,6 +274,8 @@ impl Core {
             accel,
             activity: Activity::default(),
             interrupts: Interrupts::default(),
+            timeout_factor: 1.0,
+            output_dir: None,
         })
     }
 

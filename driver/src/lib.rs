@@ -29,11 +29,30 @@ pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
 
 use crate::core::{Core, Vm};
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 /// How long a wait lasts when the caller gives no timeout (as the NixOS driver).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// What every timeout is multiplied by under TCG when the user gives no factor: guests boot and run
+/// about this much slower than under KVM here (systemd guest to backdoor: ≈18 s against ≈3 s).
+pub const TCG_TIMEOUT_FACTOR: f64 = 5.0;
+
+/// How a [`Driver`] is set up; `Options::default()` is what [`Driver::new`] does.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Keep state in this directory (created 0700, never removed) instead of a fresh one.
+    pub state_dir: Option<PathBuf>,
+    /// Fail at once, naming the reason, unless KVM is usable.
+    pub require_kvm: bool,
+    /// Multiply every timeout a test gives (and the defaults) by this; `None`: 1 under KVM,
+    /// [`TCG_TIMEOUT_FACTOR`] under TCG, so tests written for KVM pass under TCG unchanged.
+    pub timeout_factor: Option<f64>,
+    /// Where files for people go (screenshots taken when a call fails); `None`: no such files.
+    pub output_dir: Option<PathBuf>,
+}
 
 /// Errors of the driver API.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +190,15 @@ pub enum Error {
         #[source]
         source: Option<qemu_proc::Error>,
     },
+    /// KVM was required and cannot be used.
+    #[error("KVM is required but cannot be used: {reason}")]
+    KvmRequired {
+        /// Which check failed.
+        reason: String,
+    },
+    /// An option of the driver has a value it cannot use.
+    #[error("invalid option: {0}")]
+    BadOption(String),
     /// Setting up the run (state directory, accelerator probe) failed.
     #[error("cannot set up the run")]
     Setup(#[source] qemu_proc::Error),
@@ -219,8 +247,7 @@ impl Driver {
     /// # }
     /// ```
     pub fn new() -> Result<Self, Error> {
-        let root = qemu_proc::StateRoot::create().map_err(Error::Setup)?;
-        Self::with_root(root)
+        Self::with_options(&Options::default())
     }
 
     /// A driver whose state lives in `dir` (created 0700 if missing, never removed), so machines of
@@ -231,17 +258,68 @@ impl Driver {
     /// # Ok::<(), driver::Error>(())
     /// ```
     pub fn with_state_dir(dir: &std::path::Path) -> Result<Self, Error> {
-        let root = qemu_proc::StateRoot::at(dir).map_err(Error::Setup)?;
-        Self::with_root(root)
+        Self::with_options(&Options {
+            state_dir: Some(dir.to_path_buf()),
+            ..Options::default()
+        })
     }
 
-    fn with_root(root: qemu_proc::StateRoot) -> Result<Self, Error> {
+    /// A driver set up as `options` say; says once which accelerator and timeout factor it uses.
+    ///
+    /// ```no_run
+    /// let driver = driver::Driver::with_options(&driver::Options {
+    ///     require_kvm: true,
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok::<(), driver::Error>(())
+    /// ```
+    pub fn with_options(options: &Options) -> Result<Self, Error> {
+        if let Some(f) = options.timeout_factor {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(Error::BadOption(format!(
+                    "timeout factor {f}: must be a positive number"
+                )));
+            }
+        }
         let accel = qemu_proc::probe_accel().map_err(Error::Setup)?;
-        log::info!("accelerator: {} ({})", accel.accel, accel.reason);
+        if options.require_kvm && accel.accel != Accel::Kvm {
+            return Err(Error::KvmRequired {
+                reason: accel.reason,
+            });
+        }
+        let (factor, why) = match (options.timeout_factor, accel.accel) {
+            (Some(f), _) => (f, "as given"),
+            (None, Accel::Kvm) => (1.0, "KVM"),
+            (None, Accel::Tcg) => (TCG_TIMEOUT_FACTOR, "the default under TCG"),
+        };
+        log::info!(
+            "accelerator: {} ({}); timeouts x{factor} ({why})",
+            accel.accel,
+            accel.reason
+        );
+        let root = match &options.state_dir {
+            Some(dir) => qemu_proc::StateRoot::at(dir),
+            None => qemu_proc::StateRoot::create(),
+        }
+        .map_err(Error::Setup)?;
         log::debug!("state directory: {}", root.path().display());
+        let mut core = Core::new(root, accel)?;
+        core.timeout_factor = factor;
+        core.output_dir = options.output_dir.clone();
         Ok(Driver {
-            core: Rc::new(RefCell::new(Core::new(root, accel)?)),
+            core: Rc::new(RefCell::new(core)),
         })
+    }
+
+    /// What every timeout is multiplied by in this run.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// println!("timeouts x{}", driver.timeout_factor());
+    /// # }
+    /// ```
+    pub fn timeout_factor(&self) -> f64 {
+        self.core.borrow().timeout_factor
     }
 
     /// Adds a machine; a start script names it after its file (`run-<name>-vm`).

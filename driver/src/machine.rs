@@ -94,7 +94,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn connect(&self) -> Result<(), Error> {
-        self.connect_within(DEFAULT_TIMEOUT)
+        self.connect_for(self.limit(None))
     }
 
     /// Starts the machine if needed and waits up to `timeout` for the backdoor shell.
@@ -106,6 +106,17 @@ impl Machine {
     /// # }
     /// ```
     pub fn connect_within(&self, timeout: Duration) -> Result<(), Error> {
+        self.connect_for(self.limit(Some(timeout)))
+    }
+
+    /// `given` (or the default timeout) multiplied by the run's timeout factor.
+    pub(crate) fn limit(&self, given: Option<Duration>) -> Duration {
+        given
+            .unwrap_or(DEFAULT_TIMEOUT)
+            .mul_f64(self.core.borrow().timeout_factor)
+    }
+
+    fn connect_for(&self, timeout: Duration) -> Result<(), Error> {
         let mut core = self.core.borrow_mut();
         let vm = &core.vms[self.i];
         if vm.is_running() && vm.shell_connected() {
@@ -167,7 +178,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn execute(&self, command: &str) -> Result<(i32, String), Error> {
-        self.execute_within(command, DEFAULT_TIMEOUT)
+        self.execute_for(command, self.limit(None))
     }
 
     /// [`execute`](Self::execute) with a timeout; on timeout the command is abandoned (its later
@@ -181,7 +192,16 @@ impl Machine {
     /// # }
     /// ```
     pub fn execute_within(&self, command: &str, timeout: Duration) -> Result<(i32, String), Error> {
-        let (status, out) = self.execute_bytes(command.as_bytes(), timeout)?;
+        self.execute_for(command, self.limit(Some(timeout)))
+    }
+
+    /// [`execute`](Self::execute) with a timeout already multiplied by the factor.
+    pub(crate) fn execute_for(
+        &self,
+        command: &str,
+        limit: Duration,
+    ) -> Result<(i32, String), Error> {
+        let (status, out) = self.run_command(command.as_bytes(), limit)?;
         Ok((status, String::from_utf8_lossy(&out).into_owned()))
     }
 
@@ -195,6 +215,14 @@ impl Machine {
     /// # }
     /// ```
     pub fn execute_bytes(
+        &self,
+        command: &[u8],
+        timeout: Duration,
+    ) -> Result<(i32, Vec<u8>), Error> {
+        self.run_command(command, self.limit(Some(timeout)))
+    }
+
+    pub(crate) fn run_command(
         &self,
         command: &[u8],
         timeout: Duration,
@@ -338,7 +366,8 @@ impl Machine {
         if !core.vms[i].is_running() {
             return Err(Error::NotRunning(self.name.clone()));
         }
-        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        let limit = self.limit(None);
+        let deadline = Instant::now() + limit;
         // Replies to commands abandoned by a timeout or an interrupt come first, and are not ours.
         core.vms[i]
             .monitor_events
@@ -383,7 +412,7 @@ impl Machine {
             None => Err(Error::Timeout {
                 machine: self.name.clone(),
                 what: format!("the monitor's reply to `{command}`"),
-                after: DEFAULT_TIMEOUT,
+                after: limit,
                 last: String::new(),
             }),
         }
@@ -491,6 +520,7 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_shutdown_within(&self, timeout: Duration) -> Result<(), Error> {
+        let timeout = self.limit(Some(timeout));
         let mut core = self.core.borrow_mut();
         let i = self.i;
         if core.vms[i].io.is_none() {

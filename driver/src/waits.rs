@@ -1,7 +1,7 @@
 //! Waits, systemd units, files and ports: the `Machine` methods built from commands and the console.
 
 use crate::machine::tail_text;
-use crate::{Error, Machine, DEFAULT_TIMEOUT};
+use crate::{Error, Machine};
 use regex::Regex;
 use std::collections::HashMap;
 use std::path::Path;
@@ -94,8 +94,8 @@ impl Machine {
             "`{command}` to {}",
             if success { "succeed" } else { "fail" }
         );
-        self.retry(&what, timeout.unwrap_or(DEFAULT_TIMEOUT), |left, last| {
-            let (status, out) = self.execute_within(command, left)?;
+        self.retry(&what, self.limit(timeout), |left, last| {
+            let (status, out) = self.execute_for(command, left)?;
             *last = format!(
                 "exit status {status}, output:\n{}",
                 tail_text(out.as_bytes(), 2000)
@@ -117,9 +117,9 @@ impl Machine {
         let cmd = format!("test -e {}", sh_quote(path));
         self.retry(
             &format!("file {path} to exist"),
-            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            self.limit(timeout),
             |left, last| {
-                let (status, _) = self.execute_within(&cmd, left)?;
+                let (status, _) = self.execute_for(&cmd, left)?;
                 *last = format!("`{cmd}` exited {status}");
                 Ok((status == 0).then_some(()))
             },
@@ -185,9 +185,9 @@ impl Machine {
         );
         self.retry(
             &format!("port {addr}:{port} to be {state}"),
-            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            self.limit(timeout),
             |left, last| {
-                let (status, out) = self.execute_within(&cmd, left)?;
+                let (status, out) = self.execute_for(&cmd, left)?;
                 *last = format!("nc exited {status}: {}", out.trim_end());
                 Ok(((status == 0) == open).then_some(()))
             },
@@ -225,7 +225,7 @@ impl Machine {
             pattern: regex.to_string(),
             source,
         })?;
-        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = self.limit(timeout);
         let _step = self.step(format!("waiting for console text /{regex}/"));
         let i = self.i;
         let mut core = self.core.borrow_mut();
@@ -318,7 +318,7 @@ impl Machine {
         let _step = self.step(format!("waiting for unit {unit}"));
         self.retry(
             &format!("unit {unit} to be active"),
-            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            self.limit(timeout),
             |_, last| {
                 let info = self.get_unit_info(unit)?;
                 let state = info.get("ActiveState").map_or("", String::as_str);
@@ -496,7 +496,7 @@ impl Machine {
     /// ```
     pub fn copy_from_vm(&self, source: &str) -> Result<Vec<u8>, Error> {
         let cmd = format!("cat -- {}", sh_quote(source));
-        let (status, out) = self.execute_bytes(cmd.as_bytes(), DEFAULT_TIMEOUT)?;
+        let (status, out) = self.run_command(cmd.as_bytes(), self.limit(None))?;
         if status != 0 {
             return Err(Error::CommandFailed {
                 machine: self.name.clone(),
