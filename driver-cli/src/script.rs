@@ -312,6 +312,11 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
         },
     );
     e.register_fn("get_console_log", |m: &mut Machine| m.get_console_log());
+    e.register_fn("screenshot", |m: &mut Machine, name: &str| {
+        m.screenshot(name)
+            .map(|p| p.display().to_string())
+            .map_err(err)
+    });
     e.register_fn("log", |m: &mut Machine, msg: &str| m.log(msg));
 
     // Globals.

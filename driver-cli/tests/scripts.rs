@@ -310,3 +310,46 @@ fn timeouts_sized_for_kvm_stretch_under_tcg_by_the_factor() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failing_unit_wait_reports_the_units_status_and_journal() {
+    let out = scratch("failing-unit");
+    let junit = out.join("junit.xml");
+    let systemd = tests::guest_start_script("systemd");
+    let o = run(&[
+        "--start-scripts",
+        systemd.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        "--",
+        "examples/failing-unit.rhai",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let case = &report.test_suites[0].test_cases[0];
+    let quick_junit::TestCaseStatus::NonSuccess { description, .. } = &case.status else {
+        panic!("the subtest passed: {xml}");
+    };
+    let message = description.as_deref().unwrap_or_default();
+    for needle in [
+        "unit broken.service failed",
+        "--- context of machine systemd ---",
+        "status=3/NOTIMPLEMENTED",
+        "journal of broken.service (last 50 lines):",
+        "broken-service-says-goodbye",
+        "status=3",
+        "last ",
+        "screenshot: ",
+    ] {
+        assert!(
+            message.contains(needle),
+            "no {needle:?} in the JUnit failure: {message}"
+        );
+    }
+    assert!(out.join("systemd-failure-1.png").is_file());
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -216,6 +216,10 @@ pub(crate) struct Core {
     pub(crate) timeout_factor: f64,
     /// Where screenshots taken for failure reports go.
     pub(crate) output_dir: Option<std::path::PathBuf>,
+    /// Calls under way that attach failure context; only the outermost one gathers it.
+    pub(crate) explaining: usize,
+    /// Screenshots taken for failures so far, to number their files.
+    pub(crate) failure_screenshots: usize,
 }
 
 /// What ends every wait early: a deadline for the whole run, or a signal the driver catches.
@@ -276,6 +280,8 @@ impl Core {
             interrupts: Interrupts::default(),
             timeout_factor: 1.0,
             output_dir: None,
+            explaining: 0,
+            failure_screenshots: 0,
         })
     }
 

@@ -18,14 +18,18 @@
 
 mod activity;
 mod console;
+mod context;
 mod core;
 mod machine;
+mod screen;
 mod vlan;
 mod waits;
 
 pub use activity::{Activity, Step, STEP_END};
+pub use context::{FailureContext, UnitContext};
 pub use machine::{CommandList, Machine};
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
+pub use screen::Screen;
 
 use crate::core::{Core, Vm};
 use std::cell::RefCell;
@@ -189,6 +193,15 @@ pub enum Error {
         /// The process error, when starting the switch failed.
         #[source]
         source: Option<qemu_proc::Error>,
+    },
+    /// A call failed; what was known about its machine then follows the error ([`Error::cause`]
+    /// is the error alone).
+    #[error("{error}\n{context}")]
+    WithContext {
+        /// The failure.
+        error: Box<Error>,
+        /// The machine's console, unit state and screenshot at that moment.
+        context: Box<FailureContext>,
     },
     /// KVM was required and cannot be used.
     #[error("KVM is required but cannot be used: {reason}")]

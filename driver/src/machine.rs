@@ -117,54 +117,56 @@ impl Machine {
     }
 
     fn connect_for(&self, timeout: Duration) -> Result<(), Error> {
-        let mut core = self.core.borrow_mut();
-        let vm = &core.vms[self.i];
-        if vm.is_running() && vm.shell_connected() {
-            return Ok(());
-        }
-        // Exited without anyone waiting for it (a crash, a poweroff from inside): report it rather
-        // than boot a fresh machine behind the test's back. After `wait_for_shutdown` it starts anew.
-        if vm.io.is_some() && vm.exit.is_some() {
-            return Err(self.gone(&mut core, "QEMU has exited"));
-        }
-        core.start(self.i)?;
-        let _step = core
-            .activity
-            .enter(format!("{}: waiting for the backdoor shell", self.name));
-        let t0 = Instant::now();
-        let i = self.i;
-        let got = core.run_until(t0 + timeout, |core| {
-            let vm = &core.vms[i];
-            if vm.shell_connected() {
-                Some(true)
-            } else if vm.exit.is_some() || !vm.shell_events.is_empty() {
-                // Exited, or the shell channel closed before its banner.
-                Some(false)
-            } else {
-                None
+        self.explained(None, || {
+            let mut core = self.core.borrow_mut();
+            let vm = &core.vms[self.i];
+            if vm.is_running() && vm.shell_connected() {
+                return Ok(());
             }
-        })?;
-        match got {
-            Some(true) => {
-                let since_start = core.vms[i].started_at.map(|s| s.elapsed());
-                log::info!(
-                    "{}: connected to the backdoor shell ({:.2} s after start)",
-                    self.name,
-                    since_start.unwrap_or_default().as_secs_f64()
-                );
-                core.vms[i].shell_events.clear();
-                Ok(())
+            // Exited without anyone waiting for it (a crash, a poweroff from inside): report it rather
+            // than boot a fresh machine behind the test's back. After `wait_for_shutdown` it starts anew.
+            if vm.io.is_some() && vm.exit.is_some() {
+                return Err(self.gone(&mut core, "QEMU has exited"));
             }
-            Some(false) => {
-                Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected"))
+            core.start(self.i)?;
+            let _step = core
+                .activity
+                .enter(format!("{}: waiting for the backdoor shell", self.name));
+            let t0 = Instant::now();
+            let i = self.i;
+            let got = core.run_until(t0 + timeout, |core| {
+                let vm = &core.vms[i];
+                if vm.shell_connected() {
+                    Some(true)
+                } else if vm.exit.is_some() || !vm.shell_events.is_empty() {
+                    // Exited, or the shell channel closed before its banner.
+                    Some(false)
+                } else {
+                    None
+                }
+            })?;
+            match got {
+                Some(true) => {
+                    let since_start = core.vms[i].started_at.map(|s| s.elapsed());
+                    log::info!(
+                        "{}: connected to the backdoor shell ({:.2} s after start)",
+                        self.name,
+                        since_start.unwrap_or_default().as_secs_f64()
+                    );
+                    core.vms[i].shell_events.clear();
+                    Ok(())
+                }
+                Some(false) => {
+                    Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected"))
+                }
+                None => Err(Error::Timeout {
+                    machine: self.name.clone(),
+                    what: "the backdoor shell to connect".into(),
+                    after: timeout,
+                    last: core.vms[i].context(20),
+                }),
             }
-            None => Err(Error::Timeout {
-                machine: self.name.clone(),
-                what: "the backdoor shell to connect".into(),
-                after: timeout,
-                last: core.vms[i].context(20),
-            }),
-        }
+        })
     }
 
     /// Runs `command` in the guest (any shell text, verbatim); returns its exit status and stdout.
@@ -227,68 +229,70 @@ impl Machine {
         command: &[u8],
         timeout: Duration,
     ) -> Result<(i32, Vec<u8>), Error> {
-        self.connect()?;
-        let mut core = self.core.borrow_mut();
-        let i = self.i;
-        let bytes = self.frame(&mut core, command)?;
-        if !core.write_shell(i, &bytes) {
-            return Err(Error::NotRunning(self.name.clone()));
-        }
-        let t0 = Instant::now();
-        let mut out = Vec::new();
-        let done = core.run_until(t0 + timeout, |core| {
-            let vm = &mut core.vms[i];
-            while let Some(e) = vm.shell_events.pop_front() {
-                match e {
-                    guest_shell::Event::Output(b) => out.extend_from_slice(&b),
-                    guest_shell::Event::Exited { status } => return Some(Ok(status)),
-                    guest_shell::Event::Closed { .. } => return Some(Err(None)),
-                    guest_shell::Event::Lost { reason } => return Some(Err(Some(reason))),
-                    _ => {}
+        self.explained(None, || {
+            self.connect()?;
+            let mut core = self.core.borrow_mut();
+            let i = self.i;
+            let bytes = self.frame(&mut core, command)?;
+            if !core.write_shell(i, &bytes) {
+                return Err(Error::NotRunning(self.name.clone()));
+            }
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            let done = core.run_until(t0 + timeout, |core| {
+                let vm = &mut core.vms[i];
+                while let Some(e) = vm.shell_events.pop_front() {
+                    match e {
+                        guest_shell::Event::Output(b) => out.extend_from_slice(&b),
+                        guest_shell::Event::Exited { status } => return Some(Ok(status)),
+                        guest_shell::Event::Closed { .. } => return Some(Err(None)),
+                        guest_shell::Event::Lost { reason } => return Some(Err(Some(reason))),
+                        _ => {}
+                    }
+                }
+                None
+            });
+            let done = match done {
+                Err(e) => {
+                    // Interrupted: later output of the command is not anyone's reply.
+                    core.vms[i].shell().abandon();
+                    return Err(e);
+                }
+                Ok(done) => done,
+            };
+            let shown = || tail_text(&out, LAST_OUTPUT);
+            match done {
+                Some(Ok(status)) => {
+                    log::debug!(
+                        "{}: exit status {status} after {:.3} s",
+                        self.name,
+                        t0.elapsed().as_secs_f64()
+                    );
+                    Ok((status, out))
+                }
+                Some(Err(None)) => {
+                    let what = format!(
+                        "the backdoor shell closed while running `{}`; its output so far:\n{}",
+                        command_text(command),
+                        shown()
+                    );
+                    Err(self.gone(&mut core, &what))
+                }
+                Some(Err(Some(reason))) => Err(Error::ShellLost {
+                    machine: self.name.clone(),
+                    reason,
+                }),
+                None => {
+                    core.vms[i].shell().abandon();
+                    Err(Error::Timeout {
+                        machine: self.name.clone(),
+                        what: format!("command `{}` to finish", command_text(command)),
+                        after: timeout,
+                        last: shown(),
+                    })
                 }
             }
-            None
-        });
-        let done = match done {
-            Err(e) => {
-                // Interrupted: later output of the command is not anyone's reply.
-                core.vms[i].shell().abandon();
-                return Err(e);
-            }
-            Ok(done) => done,
-        };
-        let shown = || tail_text(&out, LAST_OUTPUT);
-        match done {
-            Some(Ok(status)) => {
-                log::debug!(
-                    "{}: exit status {status} after {:.3} s",
-                    self.name,
-                    t0.elapsed().as_secs_f64()
-                );
-                Ok((status, out))
-            }
-            Some(Err(None)) => {
-                let what = format!(
-                    "the backdoor shell closed while running `{}`; its output so far:\n{}",
-                    command_text(command),
-                    shown()
-                );
-                Err(self.gone(&mut core, &what))
-            }
-            Some(Err(Some(reason))) => Err(Error::ShellLost {
-                machine: self.name.clone(),
-                reason,
-            }),
-            None => {
-                core.vms[i].shell().abandon();
-                Err(Error::Timeout {
-                    machine: self.name.clone(),
-                    what: format!("command `{}` to finish", command_text(command)),
-                    after: timeout,
-                    last: shown(),
-                })
-            }
-        }
+        })
     }
 
     /// Runs each command in turn (one, or several as NixOS's `succeed(*commands)`); returns their
@@ -302,26 +306,30 @@ impl Machine {
     /// # }
     /// ```
     pub fn succeed(&self, commands: impl CommandList) -> Result<String, Error> {
-        let mut all = String::new();
-        for command in commands.commands() {
-            let _step = self.step(format!("must succeed: {command}"));
-            all.push_str(&self.succeed_quietly(command)?);
-        }
-        Ok(all)
+        self.explained(None, || {
+            let mut all = String::new();
+            for command in commands.commands() {
+                let _step = self.step(format!("must succeed: {command}"));
+                all.push_str(&self.succeed_quietly(command)?);
+            }
+            Ok(all)
+        })
     }
 
     /// `succeed` of one command without a log line, for commands a wait repeats.
     pub(crate) fn succeed_quietly(&self, command: &str) -> Result<String, Error> {
-        let (status, output) = self.execute(command)?;
-        if status != 0 {
-            return Err(Error::CommandFailed {
-                machine: self.name.clone(),
-                command: command.to_string(),
-                status,
-                output,
-            });
-        }
-        Ok(output)
+        self.explained(None, || {
+            let (status, output) = self.execute(command)?;
+            if status != 0 {
+                return Err(Error::CommandFailed {
+                    machine: self.name.clone(),
+                    command: command.to_string(),
+                    status,
+                    output,
+                });
+            }
+            Ok(output)
+        })
     }
 
     /// Runs each command in turn; returns their stdout joined; an error at the first that exits 0.
@@ -334,20 +342,22 @@ impl Machine {
     /// # }
     /// ```
     pub fn fail(&self, commands: impl CommandList) -> Result<String, Error> {
-        let mut all = String::new();
-        for command in commands.commands() {
-            let _step = self.step(format!("must fail: {command}"));
-            let (status, output) = self.execute(command)?;
-            if status == 0 {
-                return Err(Error::UnexpectedSuccess {
-                    machine: self.name.clone(),
-                    command: command.to_string(),
-                    output,
-                });
+        self.explained(None, || {
+            let mut all = String::new();
+            for command in commands.commands() {
+                let _step = self.step(format!("must fail: {command}"));
+                let (status, output) = self.execute(command)?;
+                if status == 0 {
+                    return Err(Error::UnexpectedSuccess {
+                        machine: self.name.clone(),
+                        command: command.to_string(),
+                        output,
+                    });
+                }
+                all.push_str(&output);
             }
-            all.push_str(&output);
-        }
-        Ok(all)
+            Ok(all)
+        })
     }
 
     /// Sends an HMP command to QEMU's monitor and returns its reply.
@@ -361,12 +371,16 @@ impl Machine {
     /// ```
     pub fn send_monitor_command(&self, command: &str) -> Result<String, Error> {
         let _step = self.step(format!("monitor: {command}"));
+        self.monitor_within(command, self.limit(None))
+    }
+
+    /// Sends an HMP command and waits up to `limit` for the reply.
+    pub(crate) fn monitor_within(&self, command: &str, limit: Duration) -> Result<String, Error> {
         let mut core = self.core.borrow_mut();
         let i = self.i;
         if !core.vms[i].is_running() {
             return Err(Error::NotRunning(self.name.clone()));
         }
-        let limit = self.limit(None);
         let deadline = Instant::now() + limit;
         // Replies to commands abandoned by a timeout or an interrupt come first, and are not ours.
         core.vms[i]
@@ -520,29 +534,31 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_shutdown_within(&self, timeout: Duration) -> Result<(), Error> {
-        let timeout = self.limit(Some(timeout));
-        let mut core = self.core.borrow_mut();
-        let i = self.i;
-        if core.vms[i].io.is_none() {
-            return Ok(());
-        }
-        let _step = core
-            .activity
-            .enter(format!("{}: waiting for QEMU to exit", self.name));
-        let exited = core.run_until(Instant::now() + timeout, |core| {
-            core.vms[i].exit.map(|_| ())
-        })?;
-        if exited.is_none() {
-            return Err(Error::Timeout {
-                machine: self.name.clone(),
-                what: "QEMU to exit".into(),
-                after: timeout,
-                last: core.vms[i].context(20),
-            });
-        }
-        settle(&mut core, i);
-        core.stop_io(i);
-        Ok(())
+        self.explained(None, || {
+            let timeout = self.limit(Some(timeout));
+            let mut core = self.core.borrow_mut();
+            let i = self.i;
+            if core.vms[i].io.is_none() {
+                return Ok(());
+            }
+            let _step = core
+                .activity
+                .enter(format!("{}: waiting for QEMU to exit", self.name));
+            let exited = core.run_until(Instant::now() + timeout, |core| {
+                core.vms[i].exit.map(|_| ())
+            })?;
+            if exited.is_none() {
+                return Err(Error::Timeout {
+                    machine: self.name.clone(),
+                    what: "QEMU to exit".into(),
+                    after: timeout,
+                    last: core.vms[i].context(20),
+                });
+            }
+            settle(&mut core, i);
+            core.stop_io(i);
+            Ok(())
+        })
     }
 
     /// Attaches the machine to VLANs before it starts: a NIC with MAC `52:54:00:12:<vlan>:<n>` per VLAN,
@@ -688,7 +704,7 @@ impl Machine {
         Error::MachineGone {
             machine: self.name.clone(),
             what: what.to_string(),
-            context: core.vms[self.i].context(20),
+            context: core.vms[self.i].context(crate::context::CONSOLE_LINES),
         }
     }
 }

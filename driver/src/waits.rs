@@ -28,26 +28,28 @@ impl Machine {
         timeout: Duration,
         mut attempt: impl FnMut(Duration, &mut String) -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
-        let t0 = Instant::now();
-        let mut delay = FIRST_RETRY_DELAY;
-        let mut last = String::new();
-        loop {
-            let left = timeout.saturating_sub(t0.elapsed());
-            if let Some(v) = attempt(left.max(Duration::from_secs(1)), &mut last)? {
-                return Ok(v);
+        self.explained(None, || {
+            let t0 = Instant::now();
+            let mut delay = FIRST_RETRY_DELAY;
+            let mut last = String::new();
+            loop {
+                let left = timeout.saturating_sub(t0.elapsed());
+                if let Some(v) = attempt(left.max(Duration::from_secs(1)), &mut last)? {
+                    return Ok(v);
+                }
+                let left = timeout.saturating_sub(t0.elapsed());
+                if left.is_zero() {
+                    return Err(Error::Timeout {
+                        machine: self.name.clone(),
+                        what: what.to_string(),
+                        after: timeout,
+                        last,
+                    });
+                }
+                self.idle(delay.min(left))?;
+                delay = (delay * 3 / 2).min(MAX_RETRY_DELAY);
             }
-            let left = timeout.saturating_sub(t0.elapsed());
-            if left.is_zero() {
-                return Err(Error::Timeout {
-                    machine: self.name.clone(),
-                    what: what.to_string(),
-                    after: timeout,
-                    last,
-                });
-            }
-            self.idle(delay.min(left))?;
-            delay = (delay * 3 / 2).min(MAX_RETRY_DELAY);
-        }
+        })
     }
 
     /// Runs `command` until it exits 0 (default timeout); returns its output.
@@ -221,44 +223,47 @@ impl Machine {
         regex: &str,
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
-        let re = Regex::new(regex).map_err(|source| Error::Regex {
-            pattern: regex.to_string(),
-            source,
-        })?;
-        let timeout = self.limit(timeout);
-        let _step = self.step(format!("waiting for console text /{regex}/"));
-        let i = self.i;
-        let mut core = self.core.borrow_mut();
-        let found = core.run_until(Instant::now() + timeout, |core| {
-            let vm = &mut core.vms[i];
-            if let Some((n, line)) = vm.console.find_from(vm.console_cursor, |l| re.is_match(l)) {
-                vm.console_cursor = n + 1;
-                return Some(Some(line));
+        self.explained(None, || {
+            let re = Regex::new(regex).map_err(|source| Error::Regex {
+                pattern: regex.to_string(),
+                source,
+            })?;
+            let timeout = self.limit(timeout);
+            let _step = self.step(format!("waiting for console text /{regex}/"));
+            let i = self.i;
+            let mut core = self.core.borrow_mut();
+            let found = core.run_until(Instant::now() + timeout, |core| {
+                let vm = &mut core.vms[i];
+                if let Some((n, line)) = vm.console.find_from(vm.console_cursor, |l| re.is_match(l))
+                {
+                    vm.console_cursor = n + 1;
+                    return Some(Some(line));
+                }
+                // The line being printed (the UART is slow under TCG) matches once; it counts as consumed
+                // when it completes.
+                let partial_unseen = vm.console_cursor <= vm.console.total();
+                let partial = vm.console.partial();
+                if partial_unseen && re.is_match(&partial) {
+                    vm.console_cursor = vm.console.total() + 1;
+                    return Some(Some(partial));
+                }
+                // Nothing more can arrive once QEMU exited and its console reached end of file.
+                (vm.exit.is_some() && core.io_drained(i)).then_some(None)
+            })?;
+            match found {
+                Some(Some(line)) => Ok(line),
+                Some(None) => Err(self.gone(
+                    &mut core,
+                    &format!("QEMU exited while waiting for console text /{regex}/"),
+                )),
+                None => Err(Error::Timeout {
+                    machine: self.name.clone(),
+                    what: format!("console text /{regex}/"),
+                    after: timeout,
+                    last: core.vms[i].console.tail(CONSOLE_CONTEXT).join("\n"),
+                }),
             }
-            // The line being printed (the UART is slow under TCG) matches once; it counts as consumed
-            // when it completes.
-            let partial_unseen = vm.console_cursor <= vm.console.total();
-            let partial = vm.console.partial();
-            if partial_unseen && re.is_match(&partial) {
-                vm.console_cursor = vm.console.total() + 1;
-                return Some(Some(partial));
-            }
-            // Nothing more can arrive once QEMU exited and its console reached end of file.
-            (vm.exit.is_some() && core.io_drained(i)).then_some(None)
-        })?;
-        match found {
-            Some(Some(line)) => Ok(line),
-            Some(None) => Err(self.gone(
-                &mut core,
-                &format!("QEMU exited while waiting for console text /{regex}/"),
-            )),
-            None => Err(Error::Timeout {
-                machine: self.name.clone(),
-                what: format!("console text /{regex}/"),
-                after: timeout,
-                last: core.vms[i].console.tail(CONSOLE_CONTEXT).join("\n"),
-            }),
-        }
+        })
     }
 
     /// Stops QEMU at once through the monitor (`quit`), like pulling the plug, and waits for it.
@@ -315,42 +320,45 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_unit(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
-        let _step = self.step(format!("waiting for unit {unit}"));
-        self.retry(
-            &format!("unit {unit} to be active"),
-            self.limit(timeout),
-            |_, last| {
-                let info = self.get_unit_info(unit)?;
-                let state = info.get("ActiveState").map_or("", String::as_str);
-                *last = format!(
-                    "ActiveState={state} SubState={}",
-                    info.get("SubState").map_or("", String::as_str)
-                );
-                match state {
-                    "active" => Ok(Some(())),
-                    "failed" => Err(self.unit_failed(unit)),
-                    "inactive" => {
-                        let (_, jobs) = self.systemctl("list-jobs --full 2>&1")?;
-                        if jobs.contains("No jobs") {
-                            // The unit may have started between the two queries.
-                            let again = self.get_unit_info(unit)?;
-                            if again.get("ActiveState").map(String::as_str) == Some("inactive") {
-                                return Err(Error::UnitFailed {
-                                    machine: self.name.clone(),
-                                    unit: unit.to_string(),
-                                    status: format!(
-                                        "it is inactive and no job is pending\n{}",
-                                        self.unit_status(unit)
-                                    ),
-                                });
+        self.explained(Some(unit), || {
+            let _step = self.step(format!("waiting for unit {unit}"));
+            self.retry(
+                &format!("unit {unit} to be active"),
+                self.limit(timeout),
+                |_, last| {
+                    let info = self.get_unit_info(unit)?;
+                    let state = info.get("ActiveState").map_or("", String::as_str);
+                    *last = format!(
+                        "ActiveState={state} SubState={}",
+                        info.get("SubState").map_or("", String::as_str)
+                    );
+                    match state {
+                        "active" => Ok(Some(())),
+                        "failed" => Err(self.unit_failed(unit)),
+                        "inactive" => {
+                            let (_, jobs) = self.systemctl("list-jobs --full 2>&1")?;
+                            if jobs.contains("No jobs") {
+                                // The unit may have started between the two queries.
+                                let again = self.get_unit_info(unit)?;
+                                if again.get("ActiveState").map(String::as_str) == Some("inactive")
+                                {
+                                    return Err(Error::UnitFailed {
+                                        machine: self.name.clone(),
+                                        unit: unit.to_string(),
+                                        status: format!(
+                                            "it is inactive and no job is pending\n{}",
+                                            self.unit_status(unit)
+                                        ),
+                                    });
+                                }
                             }
+                            Ok(None)
                         }
-                        Ok(None)
+                        _ => Ok(None),
                     }
-                    _ => Ok(None),
-                }
-            },
-        )
+                },
+            )
+        })
     }
 
     /// Waits until the job `unit` is active: NixOS's name for [`wait_for_unit`](Self::wait_for_unit).
@@ -374,19 +382,21 @@ impl Machine {
     /// # }
     /// ```
     pub fn require_active_unit(&self, unit: &str) -> Result<(), Error> {
-        let info = self.get_unit_info(unit)?;
-        match info.get("ActiveState").map(String::as_str) {
-            Some("active") => Ok(()),
-            state => Err(Error::UnitFailed {
-                machine: self.name.clone(),
-                unit: unit.to_string(),
-                status: format!(
-                    "expected active, it is {}\n{}",
-                    state.unwrap_or("unknown"),
-                    self.unit_status(unit)
-                ),
-            }),
-        }
+        self.explained(Some(unit), || {
+            let info = self.get_unit_info(unit)?;
+            match info.get("ActiveState").map(String::as_str) {
+                Some("active") => Ok(()),
+                state => Err(Error::UnitFailed {
+                    machine: self.name.clone(),
+                    unit: unit.to_string(),
+                    status: format!(
+                        "expected active, it is {}\n{}",
+                        state.unwrap_or("unknown"),
+                        self.unit_status(unit)
+                    ),
+                }),
+            }
+        })
     }
 
     /// `systemctl start <unit>`; returns status and output.

@@ -40,8 +40,21 @@ pub fn init_logging() {
 /// A driver with one machine started from a bundled guest's start script (named after the guest),
 /// logging set up.
 pub fn driver_with(guest: &str) -> (driver::Driver, driver::Machine) {
+    driver_with_options(guest, driver::Options::default())
+}
+
+/// [`driver_with`] set up as `options` say, except that timeouts are taken as written: these tests
+/// size them for TCG already, and check that they expire when they should.
+pub fn driver_with_options(
+    guest: &str,
+    options: driver::Options,
+) -> (driver::Driver, driver::Machine) {
     init_logging();
-    let driver = driver::Driver::new().expect("cannot set up the driver");
+    let options = driver::Options {
+        timeout_factor: Some(options.timeout_factor.unwrap_or(1.0)),
+        ..options
+    };
+    let driver = driver::Driver::with_options(&options).expect("cannot set up the driver");
     let vm = driver
         .add_machine(driver::StartCommand::Script(guest_start_script(guest)))
         .expect("cannot add the guest's machine");

@@ -111,7 +111,12 @@ fn boot_commands_edge_cases_and_shutdown() {
 fn builtin_command_line_and_monitor() {
     init_logging();
     let dir = guest_start_script("tiny").parent().unwrap().to_path_buf();
-    let driver = Driver::new().unwrap();
+    // Timeouts as written: the test checks that short ones expire.
+    let driver = Driver::with_options(&driver::Options {
+        timeout_factor: Some(1.0),
+        ..Default::default()
+    })
+    .unwrap();
     let vm = driver
         .add_machine(StartCommand::Builtin(driver::BuiltinVm {
             kernel: Some(dir.join("bzImage")),

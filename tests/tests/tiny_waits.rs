@@ -25,7 +25,7 @@ fn waits_files_ports_console_and_forwarding() {
     let err = vm
         .wait_until_succeeds("echo last-words; false", secs(1.0))
         .unwrap_err();
-    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(matches!(err.cause(), Error::Timeout { .. }), "{err}");
     let msg = err.to_string();
     assert!(
         msg.contains("last-words") && msg.contains("exit status 1"),
