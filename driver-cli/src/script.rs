@@ -95,17 +95,40 @@ fn err(e: driver::Error) -> Box<EvalAltResult> {
 
 /// A timeout in seconds, given as an integer or a float (Rhai does not convert between them).
 fn secs(v: Dynamic) -> Res<Duration> {
-    let s = if let Some(i) = v.clone().try_cast::<i64>() {
+    Ok(Duration::from_secs_f64(number(v, "a timeout", "seconds")?))
+}
+
+/// A non-negative number given as an integer or a float; `what` and `unit` name it in errors.
+fn number(v: Dynamic, what: &str, unit: &str) -> Res<f64> {
+    let n = if let Some(i) = v.clone().try_cast::<i64>() {
         i as f64
     } else if let Some(f) = v.clone().try_cast::<f64>() {
         f
     } else {
-        return Err(format!("a timeout is a number of seconds, not {}", v.type_name()).into());
+        return Err(format!("{what} is a number of {unit}, not {}", v.type_name()).into());
     };
-    if !(s.is_finite() && s >= 0.0) {
-        return Err(format!("a timeout must be a non-negative number of seconds, not {s}").into());
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("{what} must be a non-negative number of {unit}, not {n}").into());
     }
-    Ok(Duration::from_secs_f64(s))
+    Ok(n)
+}
+
+/// An array of machines, one group of a partition.
+fn machines(v: Array) -> Res<Vec<Machine>> {
+    v.into_iter()
+        .map(|m| {
+            let t = m.type_name();
+            m.try_cast::<Machine>()
+                .ok_or_else(|| format!("a partition's group holds machines, not {t}").into())
+        })
+        .collect()
+}
+
+fn partition(driver: &Driver, groups: Vec<Array>) -> Res<()> {
+    let groups = groups.into_iter().map(machines).collect::<Res<Vec<_>>>()?;
+    let refs: Vec<Vec<&Machine>> = groups.iter().map(|g| g.iter().collect()).collect();
+    let slices: Vec<&[&Machine]> = refs.iter().map(Vec::as_slice).collect();
+    driver.partition(&slices).map_err(err)
 }
 
 /// One command or an array of commands (NixOS's `succeed(*commands)`).
@@ -336,13 +359,46 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     let d = driver.clone();
     e.register_fn("join_all", move || d.join_all().map_err(err));
     let d = driver.clone();
+    e.register_fn(
+        "set_link_quality",
+        move |vlan: i64, m: Machine, delay: Dynamic, jitter: Dynamic, loss: Dynamic| {
+            let ms = |v| {
+                number(v, "a delay", "milliseconds").map(|n| Duration::from_secs_f64(n / 1000.0))
+            };
+            let quality = driver::LinkQuality {
+                delay: ms(delay)?,
+                jitter: ms(jitter)?,
+                loss_pct: number(loss, "a loss", "percent")?,
+            };
+            let vlan = u32::try_from(vlan).map_err(|_| format!("no VLAN {vlan}"))?;
+            d.set_link_quality(vlan, &m, quality).map_err(err)
+        },
+    );
+    let d = driver.clone();
+    e.register_fn("partition", move |a: Array, b: Array| {
+        partition(&d, vec![a, b])
+    });
+    let d = driver.clone();
+    e.register_fn("partition", move |a: Array, b: Array, c: Array| {
+        partition(&d, vec![a, b, c])
+    });
+    let d = driver.clone();
+    e.register_fn("heal", move || d.heal().map_err(err));
+    let d = driver.clone();
     e.register_fn("retry", move |ctx: NativeCallContext, f: FnPtr| {
-        retry(&d, &ctx, &f, driver::DEFAULT_TIMEOUT)
+        retry(
+            &d,
+            &ctx,
+            &f,
+            driver::DEFAULT_TIMEOUT.mul_f64(d.timeout_factor()),
+        )
     });
     let d = driver.clone();
     e.register_fn(
         "retry",
-        move |ctx: NativeCallContext, f: FnPtr, t: Dynamic| retry(&d, &ctx, &f, secs(t)?),
+        move |ctx: NativeCallContext, f: FnPtr, t: Dynamic| {
+            retry(&d, &ctx, &f, secs(t)?.mul_f64(d.timeout_factor()))
+        },
     );
     let (d, cases) = (driver.clone(), cases.clone());
     e.register_fn(

@@ -223,6 +223,7 @@ fn webserver_client_example_passes() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("subtest: the client fetches the page over VLAN 1"));
+    assert!(stderr(&o).contains("subtest: a slow link slows every round trip"));
 }
 
 #[test]

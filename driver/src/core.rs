@@ -3,7 +3,7 @@
 
 use crate::activity::Activity;
 use crate::console::Console;
-use crate::vlan::{self, Switch};
+use crate::vlan::{self, Link, Switch};
 use crate::Error;
 use guest_shell::Session;
 use mio::net::{UnixListener, UnixStream};
@@ -207,6 +207,8 @@ pub(crate) struct Core {
     signals: Signals,
     pub(crate) vms: Vec<Vm>,
     /// Switches, stopped after the machines (see `Drop`).
+    /// Machines' links to switches; declared before `switches`, so they are stopped first.
+    pub(crate) links: Vec<Link>,
     pub(crate) switches: Vec<Switch>,
     pub(crate) root: StateRoot,
     pub(crate) accel: AccelChoice,
@@ -273,6 +275,7 @@ impl Core {
             events: Events::with_capacity(64),
             signals,
             vms: Vec::new(),
+            links: Vec::new(),
             switches: Vec::new(),
             root,
             accel,
@@ -304,9 +307,10 @@ impl Core {
         paths.check_socket_paths().map_err(proc_err)?;
         let mut extra_qemu_opts = Vec::new();
         for &n in &self.vms[i].vlans {
-            let switch = self.switches.iter().find(|s| s.number == n);
-            let switch = switch.expect("attach_vlans starts the switches it names");
-            extra_qemu_opts.extend(vlan::qemu_opts(n, self.vms[i].number, &switch.socket_dir));
+            let link = self
+                .link(n, i)
+                .expect("attach_vlans starts the links it names");
+            extra_qemu_opts.extend(vlan::qemu_opts(n, self.vms[i].number, &link.socket_dir));
         }
         let mut plan = qemu_proc::launch_plan(
             &name,
@@ -320,9 +324,13 @@ impl Core {
         );
         // NixOS-built start scripts attach themselves to the switches named by these.
         for s in &self.switches {
+            let dir = match self.link(s.number, i) {
+                Some(link) => &link.socket_dir,
+                None => &s.socket_dir,
+            };
             plan.env.push((
                 format!("QEMU_VDE_SOCKET_{}", s.number).into(),
-                s.socket_dir.clone().into_os_string(),
+                dir.clone().into_os_string(),
             ));
         }
         let io_err = |what: &str, e: std::io::Error| Error::Io {
@@ -696,6 +704,29 @@ impl Core {
             self.switches.push(switch);
         }
         Ok(())
+    }
+
+    /// Starts VLAN `number`'s switch and machine `i`'s link to it, unless they run.
+    pub(crate) fn ensure_link(&mut self, number: u32, i: usize) -> Result<(), Error> {
+        self.ensure_switch(number)?;
+        if self.link(number, i).is_none() {
+            let switch = self.switches.iter().find(|s| s.number == number);
+            let switch = switch.expect("started above");
+            let link = Link::start(switch, i, self.vms[i].number, self.root.path())?;
+            self.links.push(link);
+        }
+        Ok(())
+    }
+
+    /// Machine `i`'s link to VLAN `number`.
+    pub(crate) fn link(&self, number: u32, i: usize) -> Option<&Link> {
+        self.links
+            .iter()
+            .find(|l| l.vlan == number && l.machine == i)
+    }
+
+    pub(crate) fn switch_mut(&mut self, number: u32) -> Option<&mut Switch> {
+        self.switches.iter_mut().find(|s| s.number == number)
     }
 }
 

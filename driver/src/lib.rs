@@ -21,6 +21,7 @@ mod console;
 mod context;
 mod core;
 mod machine;
+mod network;
 mod screen;
 mod vlan;
 mod waits;
@@ -28,6 +29,7 @@ mod waits;
 pub use activity::{Activity, Step, STEP_END};
 pub use context::{FailureContext, UnitContext};
 pub use machine::{CommandList, Machine};
+pub use network::LinkQuality;
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
 pub use screen::Screen;
 
@@ -246,7 +248,7 @@ impl From<std::io::Error> for Error {
 /// The machines of one test run and the event loop serving them.
 #[derive(Clone)]
 pub struct Driver {
-    core: Rc<RefCell<Core>>,
+    pub(crate) core: Rc<RefCell<Core>>,
 }
 
 impl Driver {

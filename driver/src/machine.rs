@@ -585,7 +585,7 @@ impl Machine {
             });
         }
         for &n in vlans {
-            core.ensure_switch(n)?;
+            core.ensure_link(n, self.i)?;
             if !core.vms[self.i].vlans.contains(&n) {
                 core.vms[self.i].vlans.push(n);
             }
