@@ -186,10 +186,10 @@ impl Machine {
         context
     }
 
-    /// `systemctl status` and the journal of `unit`, unless the shell is busy with an abandoned
+    /// `systemctl status` and the journal of `unit`, unless the shell still runs an abandoned
     /// command (asking would only time out).
     fn unit_context(&self, unit: &str, status: bool) -> Result<UnitContext, String> {
-        if !self.is_up() || self.core.borrow_mut().vms[self.i].shell().is_busy() {
+        if !self.is_up() || self.core.borrow().vms[self.i].shell_held {
             return Err("the backdoor shell is not available".into());
         }
         let quoted = crate::waits::sh_quote(unit);

@@ -105,6 +105,8 @@ pub(crate) struct Vm {
     sessions: [Session; 2],
     active: Option<usize>,
     pub(crate) shell_events: VecDeque<guest_shell::Event>,
+    /// A command was abandoned and may still run in the guest: the shell answers only after it.
+    pub(crate) shell_held: bool,
     pub(crate) monitor: Monitor,
     pub(crate) monitor_events: VecDeque<qemu_monitor::Event>,
     pub(crate) io: Option<VmIo>,
@@ -129,6 +131,7 @@ impl Vm {
             sessions: [new_session(), new_session()],
             active: None,
             shell_events: VecDeque::new(),
+            shell_held: false,
             monitor: Monitor::new(),
             monitor_events: VecDeque::new(),
             io: None,
@@ -157,6 +160,13 @@ impl Vm {
         }
         self.active = None;
         self.shell_events.clear();
+        self.shell_held = false;
+    }
+
+    /// Gives up on the command in flight; the guest still runs it, so later commands wait.
+    pub(crate) fn abandon_command(&mut self) {
+        self.shell().abandon();
+        self.shell_held = true;
     }
 
     /// QEMU was started and has not exited.

@@ -244,7 +244,10 @@ impl Machine {
                 while let Some(e) = vm.shell_events.pop_front() {
                     match e {
                         guest_shell::Event::Output(b) => out.extend_from_slice(&b),
-                        guest_shell::Event::Exited { status } => return Some(Ok(status)),
+                        guest_shell::Event::Exited { status } => {
+                            vm.shell_held = false;
+                            return Some(Ok(status));
+                        }
                         guest_shell::Event::Closed { .. } => return Some(Err(None)),
                         guest_shell::Event::Lost { reason } => return Some(Err(Some(reason))),
                         _ => {}
@@ -255,7 +258,7 @@ impl Machine {
             let done = match done {
                 Err(e) => {
                     // Interrupted: later output of the command is not anyone's reply.
-                    core.vms[i].shell().abandon();
+                    core.vms[i].abandon_command();
                     return Err(e);
                 }
                 Ok(done) => done,
@@ -283,7 +286,7 @@ impl Machine {
                     reason,
                 }),
                 None => {
-                    core.vms[i].shell().abandon();
+                    core.vms[i].abandon_command();
                     Err(Error::Timeout {
                         machine: self.name.clone(),
                         what: format!("command `{}` to finish", command_text(command)),
@@ -318,8 +321,13 @@ impl Machine {
 
     /// `succeed` of one command without a log line, for commands a wait repeats.
     pub(crate) fn succeed_quietly(&self, command: &str) -> Result<String, Error> {
+        self.succeed_for(command, self.limit(None))
+    }
+
+    /// `succeed_quietly` within `limit` (already multiplied by the factor).
+    pub(crate) fn succeed_for(&self, command: &str, limit: Duration) -> Result<String, Error> {
         self.explained(None, || {
-            let (status, output) = self.execute(command)?;
+            let (status, output) = self.execute_for(command, limit)?;
             if status != 0 {
                 return Err(Error::CommandFailed {
                     machine: self.name.clone(),

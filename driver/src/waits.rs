@@ -306,8 +306,12 @@ impl Machine {
     /// # }
     /// ```
     pub fn get_unit_info(&self, unit: &str) -> Result<HashMap<String, String>, Error> {
-        let out = self.succeed_quietly(&format!("systemctl --no-pager show {}", sh_quote(unit)))?;
-        Ok(parse_properties(&out))
+        self.unit_info_for(unit, self.limit(None))
+    }
+
+    fn unit_info_for(&self, unit: &str, limit: Duration) -> Result<HashMap<String, String>, Error> {
+        let cmd = format!("systemctl --no-pager show {}", sh_quote(unit));
+        Ok(parse_properties(&self.succeed_for(&cmd, limit)?))
     }
 
     /// Waits until `unit` is active; fails at once, with its status and journal, if it fails, and
@@ -325,8 +329,8 @@ impl Machine {
             self.retry(
                 &format!("unit {unit} to be active"),
                 self.limit(timeout),
-                |_, last| {
-                    let info = self.get_unit_info(unit)?;
+                |left, last| {
+                    let info = self.unit_info_for(unit, left)?;
                     let state = info.get("ActiveState").map_or("", String::as_str);
                     *last = format!(
                         "ActiveState={state} SubState={}",
@@ -336,10 +340,11 @@ impl Machine {
                         "active" => Ok(Some(())),
                         "failed" => Err(self.unit_failed(unit)),
                         "inactive" => {
-                            let (_, jobs) = self.systemctl("list-jobs --full 2>&1")?;
+                            let (_, jobs) =
+                                self.execute_for("systemctl list-jobs --full 2>&1", left)?;
                             if jobs.contains("No jobs") {
                                 // The unit may have started between the two queries.
-                                let again = self.get_unit_info(unit)?;
+                                let again = self.unit_info_for(unit, left)?;
                                 if again.get("ActiveState").map(String::as_str) == Some("inactive")
                                 {
                                     return Err(Error::UnitFailed {

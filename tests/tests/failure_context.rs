@@ -79,6 +79,27 @@ fn a_failed_call_carries_console_lines_and_a_screenshot() {
     assert_eq!(vm.screenshot("named").unwrap(), out.join("named.png"));
     assert!(out.join("named.png").is_file());
 
+    // Gathering never waits on a shell still busy with an abandoned command: the unit's state is
+    // reported missing, at once, and the error stays first.
+    let t = std::time::Instant::now();
+    let short = Some(std::time::Duration::from_millis(300));
+    vm.execute_within("sleep 4", short.unwrap()).unwrap_err();
+    let err = vm.wait_for_unit("late.service", short).unwrap_err();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    let msg = err.to_string();
+    assert!(msg.starts_with("machine tiny: timed out"), "{msg}");
+    assert!(
+        msg.contains(
+            "(not gathered: the state of unit late.service: the backdoor shell is not available)"
+        ),
+        "{msg}"
+    );
+    assert_eq!(vm.succeed("echo usable").unwrap(), "usable\n");
+
     // A failure that is not the test's (an invalid regex) carries no context.
     let err = vm.wait_for_console_text("(", None).unwrap_err();
     assert!(err.context().is_none(), "{err}");
