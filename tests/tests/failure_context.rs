@@ -82,9 +82,9 @@ fn a_failed_call_carries_console_lines_and_a_screenshot() {
     // Gathering never waits on a shell still busy with an abandoned command: the unit's state is
     // reported missing, at once, and the error stays first.
     let t = std::time::Instant::now();
-    let short = Some(std::time::Duration::from_millis(300));
-    vm.execute_within("sleep 4", short.unwrap()).unwrap_err();
-    let err = vm.wait_for_unit("late.service", short).unwrap_err();
+    let short = std::time::Duration::from_millis(300);
+    vm.execute_within("sleep 4", short).unwrap_err();
+    let err = vm.wait_for_unit("late.service", Some(short)).unwrap_err();
     assert!(
         t.elapsed() < std::time::Duration::from_secs(3),
         "{:?}",
