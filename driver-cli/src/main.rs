@@ -7,6 +7,7 @@
 mod junit;
 mod output;
 mod repl;
+mod report;
 mod run_vms;
 mod script;
 
@@ -78,6 +79,9 @@ struct RunArgs {
     /// Write a JUnit XML report to FILE: one test case per subtest.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write the run report (index.html and report.json) into DIR; default: the output directory.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     /// Start a REPL with the script's bindings instead of running the script (`test_script()` runs it).
     #[arg(long, short = 'I')]
     interactive: bool,
@@ -312,12 +316,48 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
     // Machines still running at the end are stopped (not powered off cleanly), as in NixOS.
     driver.stop_all();
     let signal = driver.take_signal();
+    let cases = cases.take();
+    // Written whatever ended the run, so a timed-out or interrupted run still explains itself.
+    if let Some(dir) = args.report.as_ref().or(args.network.output_dir.as_ref()) {
+        let interrupted = match signal {
+            Some(sig) => Some(format!(
+                "interrupted by {}",
+                signal_hook::low_level::signal_name(sig).unwrap_or("a signal")
+            )),
+            None => driver.check_interrupts().err().map(|e| e.to_string()),
+        };
+        let accel = driver.accel();
+        // The record's times count from the driver's creation; so do the report's.
+        let duration = driver.elapsed().as_secs_f64();
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+            - duration;
+        let report = report::Report {
+            schema_version: report::SCHEMA_VERSION,
+            script: shown.display().to_string(),
+            passed: outcome.is_ok(),
+            interrupted,
+            started_unix,
+            duration,
+            accelerator: format!("{} ({})", accel.accel, accel.reason),
+            timeout_factor: driver.timeout_factor(),
+            error: outcome.as_ref().err().cloned(),
+            tests: cases.iter().map(report::TestResult::of).collect(),
+            record: driver.record(),
+        };
+        report::write(dir, &report)
+            .with_context(|| format!("cannot write the report into {}", dir.display()))
+            .map_err(Failure::Setup)?;
+        log::info!("report: {}", dir.join("index.html").display());
+    }
     if let Some(file) = &args.junit {
         let name = shown.file_stem().unwrap_or_default().to_string_lossy();
         let all = junit::Run {
             suite: &name,
             time: t0.elapsed(),
-            cases: cases.take(),
+            cases,
             failure: outcome.as_ref().err().map(String::as_str),
             output: out.lines_since(0),
         };

@@ -150,6 +150,8 @@ fn global_timeout_ends_the_run_naming_the_step_in_progress() {
     let o = Command::new(BIN)
         .args(["--keep-vm-state", "--global-timeout", "15", "--junit"])
         .arg(&junit)
+        .arg("--report")
+        .arg(dir.join("report"))
         .args(["--start-scripts", &tiny(), "--", &script])
         .output()
         .unwrap();
@@ -165,6 +167,18 @@ fn global_timeout_ends_the_run_naming_the_step_in_progress() {
         xml.contains("failures=\"1\"") && xml.contains("global timeout"),
         "{xml}"
     );
+    // The report tells what was known when the run was cut short.
+    let report = std::fs::read_to_string(dir.join("report/report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["passed"], false);
+    let interrupted = report["interrupted"].as_str().unwrap_or_default();
+    assert!(
+        interrupted.contains("the global timeout of 15 s ran out"),
+        "{report}"
+    );
+    assert!(std::fs::read_to_string(dir.join("report/index.html"))
+        .unwrap()
+        .contains("stopped early: the global timeout of 15 s ran out"));
     let state = state_dir(&err);
     assert_nothing_left(&state);
     std::fs::remove_dir_all(&state).unwrap();
@@ -184,8 +198,10 @@ fn state_dir(log: &str) -> String {
 fn stopped_by(signal: Signal, name: &str) {
     let dir = scratch(name);
     let script = waiting_script(&dir);
+    let report = dir.join("report");
     let mut child = Command::new(BIN)
-        .args(["--keep-vm-state", "--start-scripts", &tiny(), "--", &script])
+        .args(["--keep-vm-state", "--report", report.to_str().unwrap()])
+        .args(["--start-scripts", &tiny(), "--", &script])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -208,6 +224,13 @@ fn stopped_by(signal: Signal, name: &str) {
         "{log}"
     );
     eprintln!("{signal} to exit: {:.2} s", took.as_secs_f64());
+    let report = std::fs::read_to_string(report.join("report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        report["interrupted"],
+        format!("interrupted by {}", signal.as_str()),
+        "{report}"
+    );
     let state = state_dir(&log);
     assert_nothing_left(&state);
     std::fs::remove_dir_all(&state).unwrap();

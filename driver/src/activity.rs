@@ -1,6 +1,7 @@
 //! What the run is doing right now: the nested steps and the wait in progress. Shared (`Send`) so a
 //! terminal status line can show it from another thread, and quoted when a run is interrupted.
 
+use crate::record::Recorder;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Default)]
 pub struct Activity {
     frames: Arc<Mutex<Vec<Frame>>>,
+    /// Keeps every step, for reports.
+    recorder: Recorder,
 }
 
 struct Frame {
@@ -22,6 +25,8 @@ pub struct Step {
     depth: usize,
     what: String,
     since: Instant,
+    /// The step's index in the record.
+    recorded: usize,
 }
 
 impl Activity {
@@ -32,18 +37,31 @@ impl Activity {
 
     /// Enters a step that lasts as long as the returned guard, which logs its duration at the end.
     pub(crate) fn enter(&self, what: String) -> Step {
+        self.enter_on(None, what)
+    }
+
+    /// Enters a step acting on `machine`.
+    pub(crate) fn enter_on(&self, machine: Option<&str>, what: String) -> Step {
         let since = Instant::now();
         let mut frames = self.frames();
         frames.push(Frame {
             what: what.clone(),
             since,
         });
+        let depth = frames.len() - 1;
+        drop(frames);
+        let recorded = self.recorder.begin_step(&what, machine, depth, since);
         Step {
             activity: self.clone(),
-            depth: frames.len() - 1,
+            depth,
             what,
             since,
+            recorded,
         }
+    }
+
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// How many steps are in progress (a log indents its lines by it).
@@ -91,6 +109,7 @@ impl Activity {
 impl Drop for Step {
     fn drop(&mut self) {
         self.activity.frames().truncate(self.depth);
+        self.activity.recorder.end_step(self.recorded);
         // Logged after the step ended, so it lines up with the line that began it.
         log::info!(
             target: STEP_END,

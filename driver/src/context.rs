@@ -216,6 +216,14 @@ impl Machine {
         image.write_png(path).map_err(|source| Error::Io {
             what: format!("machine {}: writing {}", self.name, path.display()),
             source,
-        })
+        })?;
+        let core = self.core.borrow();
+        let recorder = core.activity.recorder();
+        let event = crate::record::MachineEvent::Screenshot {
+            t: recorder.now(),
+            path: path.to_path_buf(),
+        };
+        recorder.event(&self.name, event);
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::activity::Activity;
 use crate::console::Console;
+use crate::record::MachineEvent;
 use crate::vlan::{self, Link, Switch};
 use crate::Error;
 use guest_shell::Session;
@@ -400,6 +401,9 @@ impl Core {
         vm.monitor = Monitor::new();
         vm.monitor_events.clear();
         vm.started_at = Some(Instant::now());
+        let recorder = self.activity.recorder();
+        let event = MachineEvent::Started { t: recorder.now() };
+        recorder.event(&vm.name, event);
         Ok(())
     }
 
@@ -433,7 +437,17 @@ impl Core {
         }
         if self.vms[i].exit.is_none() {
             match io.child.terminate(KILL_GRACE) {
-                Ok(status) => self.vms[i].exit = Some(status),
+                Ok(status) => {
+                    let recorder = self.activity.recorder();
+                    let t = recorder.now();
+                    let status_text = format!("{status} (stopped by the driver)");
+                    let event = MachineEvent::Exited {
+                        t,
+                        status: status_text,
+                    };
+                    recorder.event(&self.vms[i].name, event);
+                    self.vms[i].exit = Some(status);
+                }
                 Err(e) => log::warn!("{}: stopping QEMU: {e}", self.vms[i].name),
             }
         }
@@ -538,6 +552,13 @@ impl Core {
             match io.child.try_wait() {
                 Ok(Some(status)) => {
                     log::info!("{}: QEMU exited: {status}", vm.name);
+                    self.activity.recorder().event(
+                        &vm.name,
+                        MachineEvent::Exited {
+                            t: self.activity.recorder().now(),
+                            status: status.to_string(),
+                        },
+                    );
                     vm.exit = Some(status);
                 }
                 Ok(None) => {}
@@ -555,8 +576,10 @@ impl Core {
         match channel {
             Channel::Serial => {
                 let name = &vm.name;
+                let recorder = self.activity.recorder();
                 serve_lines(registry, &mut io.serial, &mut vm.console, |line| {
                     log::info!(target: "console", "{name}# {line}");
+                    recorder.console_line(name, line);
                 });
             }
             Channel::Stderr => {

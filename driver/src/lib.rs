@@ -22,6 +22,7 @@ mod context;
 mod core;
 mod machine;
 mod network;
+mod record;
 mod screen;
 mod vlan;
 mod waits;
@@ -31,6 +32,7 @@ pub use context::{FailureContext, UnitContext};
 pub use machine::{CommandList, Machine};
 pub use network::LinkQuality;
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
+pub use record::{ConsoleLine, MachineEvent, MachineRecord, RunRecord, StepRecord};
 pub use screen::Screen;
 
 use crate::core::{Core, Vm};
@@ -324,6 +326,30 @@ impl Driver {
         Ok(Driver {
             core: Rc::new(RefCell::new(core)),
         })
+    }
+
+    /// Everything recorded about the run so far (steps, machine events, commands, console lines),
+    /// for reports; cheap enough to call once at the end.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// let record = driver.record();
+    /// println!("{} steps", record.steps.len());
+    /// # }
+    /// ```
+    pub fn record(&self) -> RunRecord {
+        self.core.borrow().activity.recorder().snapshot()
+    }
+
+    /// How long ago the driver was created: the origin of every time in [`record`](Self::record).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// println!("running for {:?}", driver.elapsed());
+    /// # }
+    /// ```
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_secs_f64(self.core.borrow().activity.recorder().now())
     }
 
     /// What every timeout is multiplied by in this run.

@@ -129,9 +129,10 @@ impl Machine {
                 return Err(self.gone(&mut core, "QEMU has exited"));
             }
             core.start(self.i)?;
-            let _step = core
-                .activity
-                .enter(format!("{}: waiting for the backdoor shell", self.name));
+            let _step = core.activity.enter_on(
+                Some(&self.name),
+                format!("{}: waiting for the backdoor shell", self.name),
+            );
             let t0 = Instant::now();
             let i = self.i;
             let got = core.run_until(t0 + timeout, |core| {
@@ -148,6 +149,9 @@ impl Machine {
             match got {
                 Some(true) => {
                     let since_start = core.vms[i].started_at.map(|s| s.elapsed());
+                    let recorder = core.activity.recorder();
+                    let event = crate::record::MachineEvent::Connected { t: recorder.now() };
+                    recorder.event(&self.name, event);
                     log::info!(
                         "{}: connected to the backdoor shell ({:.2} s after start)",
                         self.name,
@@ -255,6 +259,14 @@ impl Machine {
                 }
                 None
             });
+            let status = match &done {
+                Ok(Some(Ok(status))) => Some(*status),
+                _ => None,
+            };
+            let text = String::from_utf8_lossy(command);
+            core.activity
+                .recorder()
+                .command(&self.name, t0, &text, status, &out);
             let done = match done {
                 Err(e) => {
                     // Interrupted: later output of the command is not anyone's reply.
@@ -549,9 +561,10 @@ impl Machine {
             if core.vms[i].io.is_none() {
                 return Ok(());
             }
-            let _step = core
-                .activity
-                .enter(format!("{}: waiting for QEMU to exit", self.name));
+            let _step = core.activity.enter_on(
+                Some(&self.name),
+                format!("{}: waiting for QEMU to exit", self.name),
+            );
             let exited = core.run_until(Instant::now() + timeout, |core| {
                 core.vms[i].exit.map(|_| ())
             })?;
@@ -704,7 +717,7 @@ impl Machine {
     pub(crate) fn step(&self, what: String) -> Step {
         log::info!("{}: {what}", self.name);
         let activity = self.core.borrow().activity.clone();
-        activity.enter(format!("{}: {what}", self.name))
+        activity.enter_on(Some(&self.name), format!("{}: {what}", self.name))
     }
 
     pub(crate) fn gone(&self, core: &mut Core, what: &str) -> Error {
