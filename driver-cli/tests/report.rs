@@ -5,12 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vm-test-driver"))
+/// Runs the binary with `args` and checks its exit status.
+fn run(args: &[&str], code: i32) {
+    let o = Command::new(env!("CARGO_BIN_EXE_vm-test-driver"))
         .args(args)
         .current_dir(tests::repo_root())
         .output()
-        .expect("cannot run vm-test-driver")
+        .expect("cannot run vm-test-driver");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
 }
 
 fn validate(report: &Path) -> serde_json::Value {
@@ -81,20 +84,13 @@ fn reports_of_a_passing_and_a_failing_run_validate_and_render() {
     let tiny = tiny.to_str().unwrap();
 
     let failing = out_dir("report");
-    let o = run(&[
+    let args = [
         "--start-scripts",
         tiny,
         "--output-dir",
         failing.to_str().unwrap(),
-        "--",
-        "examples/failing.rhai",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    ];
+    run(&[&args[..], &["--", "examples/failing.rhai"]].concat(), 1);
     let json = validate(&failing.join("report.json"));
     assert_eq!(json["passed"], false);
     assert!(json["error"]
@@ -149,20 +145,13 @@ fn reports_of_a_passing_and_a_failing_run_validate_and_render() {
 
     let passing = out_dir("report-passing");
     let report_dir = passing.join("report");
-    let o = run(&[
+    let args = [
         "--start-scripts",
         tiny,
         "--report",
         report_dir.to_str().unwrap(),
-        "--",
-        "examples/hello.rhai",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    ];
+    run(&[&args[..], &["--", "examples/hello.rhai"]].concat(), 0);
     let json = validate(&report_dir.join("report.json"));
     assert_eq!(json["passed"], true);
     assert!(json["tests"]

@@ -7,7 +7,7 @@
 
 use crate::Error;
 use qemu_proc::{Child, LaunchPlan, ProgramKind};
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ impl VdeProcess {
     fn start(
         vlan: u32,
         program: &str,
-        args: Vec<OsString>,
+        args: &[&OsStr],
         root: &Path,
         log: &str,
         ready: &Path,
@@ -77,7 +77,7 @@ impl VdeProcess {
         let plan = LaunchPlan {
             program: program.into(),
             kind: ProgramKind::Switch,
-            args,
+            args: args.iter().map(|a| a.to_os_string()).collect(),
             env: Vec::new(),
             cwd: root.to_path_buf(),
         };
@@ -136,7 +136,7 @@ impl Switch {
         let process = VdeProcess::start(
             number,
             "vde_switch",
-            args.iter().map(|a| a.to_os_string()).collect(),
+            &args,
             root,
             &format!("vde{number}.log"),
             &mgmt_path,
@@ -190,7 +190,7 @@ impl Link {
         let own_switch = VdeProcess::start(
             vlan,
             "vde_switch",
-            switch_args.iter().map(|a| a.to_os_string()).collect(),
+            &switch_args,
             root,
             &format!("{base}.log"),
             &socket_dir.join("ctl"),
@@ -212,7 +212,7 @@ impl Link {
         let filter_process = VdeProcess::start(
             vlan,
             "wirefilter",
-            filter_args.iter().map(|a| a.to_os_string()).collect(),
+            &filter_args,
             root,
             &format!("{base}.filter.log"),
             &filter_mgmt,
