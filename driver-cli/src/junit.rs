@@ -17,12 +17,17 @@ pub struct Run<'a> {
     pub failure: Option<&'a str>,
     /// The whole log, for a failure outside every subtest.
     pub output: String,
+    /// The coverage summary line, when a coverage report was made.
+    pub coverage: Option<String>,
 }
 
 /// Writes `run` to `file` as JUnit XML.
 pub fn write(file: &Path, run: Run) -> anyhow::Result<()> {
     let mut suite = TestSuite::new(run.suite);
     suite.set_time(run.time);
+    if let Some(coverage) = &run.coverage {
+        suite.add_property(("coverage", coverage.as_str()));
+    }
     // A failure no subtest reports (a step outside them, a global timeout between them) still
     // needs a test case, or the suite would look green.
     let outside = run
@@ -115,6 +120,7 @@ mod tests {
             ],
             failure: Some("subtest \"serves\" failed"),
             output: String::new(),
+            coverage: Some("9 of 15 lines hit".into()),
         });
         let parsed = Report::deserialize_from_str(&xml).unwrap();
         let suite = &parsed.test_suites[0];
@@ -128,6 +134,10 @@ mod tests {
         assert!(xml.contains("message=\"command `curl` failed\""), "{xml}");
         assert!(xml.contains("output of serves &gt; http"), "{xml}");
         assert!(xml.contains("&lt;&amp;&gt;"), "{xml}");
+        assert!(
+            xml.contains("<property name=\"coverage\" value=\"9 of 15 lines hit\"/>"),
+            "{xml}"
+        );
         // The terminal escape from a guest's console is not valid XML and must not be written.
         assert!(!xml.contains('\u{1b}'), "{xml}");
     }
@@ -142,6 +152,7 @@ mod tests {
                 "the global timeout of 5 s ran out while: vm: waiting for unit x (5.0 s)",
             ),
             output: "whole log".into(),
+            coverage: None,
         });
         let parsed = Report::deserialize_from_str(&xml).unwrap();
         let suite = &parsed.test_suites[0];
@@ -158,6 +169,7 @@ mod tests {
             cases: vec![],
             failure: None,
             output: "whole log".into(),
+            coverage: None,
         });
         let parsed = Report::deserialize_from_str(&xml).unwrap();
         assert_eq!(parsed.test_suites[0].tests, 1, "{xml}");

@@ -4,6 +4,7 @@
 //! with every machine as a global; `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
 //! one machine. Exit status: 0 passed, 1 test failed, 2 usage or setup error.
 
+mod coverage;
 mod junit;
 mod output;
 mod repl;
@@ -82,6 +83,10 @@ struct RunArgs {
     /// Write the run report (index.html and report.json) into DIR; default: the output directory.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// After the run, merge the coverage data collected from the machines into one lcov/genhtml
+    /// report under OUTPUT_DIR/coverage (needs --output-dir).
+    #[arg(long)]
+    coverage_report: bool,
     /// Start a REPL with the script's bindings instead of running the script (`test_script()` runs it).
     #[arg(long, short = 'I')]
     interactive: bool,
@@ -103,6 +108,12 @@ enum Mode {
         keep_vm_state: bool,
         #[command(flatten)]
         speed: Speed,
+    },
+    /// Merge the coverage data a run collected into OUTPUT_DIR/coverage into one HTML report and
+    /// print its summary (what `--coverage-report` does after a run).
+    Coverage {
+        /// The output directory of the run.
+        output_dir: PathBuf,
     },
     /// Start all machines, print how to reach them, and keep them running until Ctrl-C.
     RunVms {
@@ -149,6 +160,13 @@ fn main() -> ExitCode {
             speed,
         }) => exec(start_script, &commands, keep_vm_state, speed),
         Some(Mode::RunVms { network, forward }) => run_vms::run(&network, &forward, out),
+        Some(Mode::Coverage { output_dir }) => match coverage::report(&output_dir) {
+            Ok(summary) => {
+                println!("coverage: {summary}");
+                Ok(())
+            }
+            Err(e) => Err(Failure::Setup(e)),
+        },
         None => run_script(cli.run, out),
     };
     let code = match result {
@@ -287,6 +305,11 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
     if args.junit.is_some() {
         out.keep_lines();
     }
+    if args.coverage_report && args.network.output_dir.is_none() {
+        return Err(usage(
+            "--coverage-report needs --output-dir: the coverage data is collected there",
+        ));
+    }
     let driver = network_driver(&args.network, out)?;
     let shown = path.as_deref().unwrap_or(Path::new("<repl>"));
     let cases = script::Cases::new(shown);
@@ -306,6 +329,7 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
             path.as_ref().map(|_| &ast),
             out,
         );
+        driver.collect_coverage();
         driver.stop_all();
         return outcome.map_err(Failure::Setup);
     }
@@ -313,10 +337,26 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
     let outcome = engine
         .run_ast_with_scope(&mut scope, &ast)
         .map_err(|e| script::located(shown, &e));
-    // Machines still running at the end are stopped (not powered off cleanly), as in NixOS.
+    // Machines still running at the end are stopped (not powered off cleanly), as in NixOS; their
+    // coverage data is copied out first.
+    driver.collect_coverage();
     driver.stop_all();
     let signal = driver.take_signal();
     let cases = cases.take();
+    // Coverage never decides the test's result: a problem with it is a warning.
+    let coverage = match &args.network.output_dir {
+        Some(dir) if args.coverage_report => match coverage::report(dir) {
+            Ok(summary) => {
+                log::info!("coverage: {summary}");
+                Some(summary)
+            }
+            Err(e) => {
+                log::warn!("coverage: {e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
     // Written whatever ended the run, so a timed-out or interrupted run still explains itself.
     if let Some(dir) = args.report.as_ref().or(args.network.output_dir.as_ref()) {
         let interrupted = match signal {
@@ -346,6 +386,7 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
             error: outcome.as_ref().err().cloned(),
             tests: cases.iter().map(report::TestResult::of).collect(),
             record: driver.record(),
+            coverage: coverage.clone(),
         };
         report::write(dir, &report)
             .with_context(|| format!("cannot write the report into {}", dir.display()))
@@ -360,6 +401,7 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
             cases,
             failure: outcome.as_ref().err().map(String::as_str),
             output: out.lines_since(0),
+            coverage: coverage.as_ref().map(|c| c.to_string()),
         };
         junit::write(file, all)
             .with_context(|| format!("cannot write the JUnit report {}", file.display()))

@@ -40,6 +40,8 @@ pub struct Report {
     /// Steps, machines, commands and console lines.
     #[serde(flatten)]
     pub record: RunRecord,
+    /// The merged coverage of all machines, when `--coverage-report` made one.
+    pub coverage: Option<crate::coverage::Summary>,
 }
 
 /// One subtest.
@@ -143,6 +145,18 @@ pub fn html(r: &Report) -> String {
             .map(|i| format!(" · stopped early: {}", esc(i)))
             .unwrap_or_default(),
     );
+    if let Some(c) = &r.coverage {
+        let pct = 100.0 * c.lines_hit as f64 / (c.lines_total.max(1)) as f64;
+        let _ = writeln!(
+            h,
+            "<section id=\"coverage\"><h2>Coverage</h2><p>{} of {} lines hit ({pct:.1} %) on {}: \
+             <a href=\"file://{}\">the lcov report</a></p></section>",
+            c.lines_hit,
+            c.lines_total,
+            esc(&c.machines.join(", ")),
+            esc(&c.html.display().to_string())
+        );
+    }
     if let Some(e) = &r.error {
         let _ = writeln!(
             h,

@@ -335,6 +335,14 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
         },
     );
     e.register_fn("get_console_log", |m: &mut Machine| m.get_console_log());
+    e.register_fn("add_coverage_dir", |m: &mut Machine, dir: &str| {
+        m.add_coverage_dir(dir)
+    });
+    e.register_fn("collect_coverage", |m: &mut Machine| {
+        m.collect_coverage()
+            .map(|d| d.map(|d| d.display().to_string()).unwrap_or_default())
+            .map_err(err)
+    });
     e.register_fn("screenshot", |m: &mut Machine, name: &str| {
         m.screenshot(name)
             .map(|p| p.display().to_string())
@@ -384,6 +392,8 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     });
     let d = driver.clone();
     e.register_fn("heal", move || d.heal().map_err(err));
+    let d = driver.clone();
+    e.register_fn("collect_coverage", move || d.collect_coverage());
     let d = driver.clone();
     e.register_fn("retry", move |ctx: NativeCallContext, f: FnPtr| {
         retry(

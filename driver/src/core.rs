@@ -119,6 +119,8 @@ pub(crate) struct Vm {
     pub(crate) number: usize,
     /// VLANs this machine is attached to.
     pub(crate) vlans: Vec<u32>,
+    /// Guest directories holding coverage data, copied out at a clean shutdown.
+    pub(crate) coverage_dirs: Vec<String>,
 }
 
 impl Vm {
@@ -141,6 +143,7 @@ impl Vm {
             console_cursor: 0,
             number,
             vlans: Vec::new(),
+            coverage_dirs: Vec::new(),
         }
     }
 

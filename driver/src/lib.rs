@@ -20,6 +20,7 @@ mod activity;
 mod console;
 mod context;
 mod core;
+mod coverage;
 mod machine;
 mod network;
 mod record;
@@ -29,6 +30,7 @@ mod waits;
 
 pub use activity::{Activity, Step, STEP_END};
 pub use context::{FailureContext, UnitContext};
+pub use coverage::COVERAGE_DIR;
 pub use machine::{CommandList, Machine};
 pub use network::LinkQuality;
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};

@@ -523,6 +523,10 @@ impl Machine {
         }
         let _step = self.step("shutting down".into());
         self.connect_within(timeout)?;
+        // Programs have exited (and written their data) by now, or never will.
+        if let Err(e) = self.collect_coverage() {
+            log::warn!("coverage: {e}");
+        }
         {
             let mut core = self.core.borrow_mut();
             let bytes = self.frame(&mut core, b"poweroff")?;
