@@ -335,6 +335,16 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
         },
     );
     e.register_fn("get_console_log", |m: &mut Machine| m.get_console_log());
+    e.register_fn("snapshot", |m: &mut Machine, name: &str| {
+        m.snapshot(name).map_err(err)
+    });
+    e.register_fn("restore", |m: &mut Machine, name: &str| {
+        m.restore(name).map_err(err)
+    });
+    e.register_fn("snapshots", |m: &mut Machine| -> Res<Array> {
+        let names = m.snapshots().map_err(err)?;
+        Ok(names.into_iter().map(Dynamic::from).collect())
+    });
     e.register_fn("add_coverage_dir", |m: &mut Machine, dir: &str| {
         m.add_coverage_dir(dir)
     });
@@ -394,6 +404,15 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     e.register_fn("heal", move || d.heal().map_err(err));
     let d = driver.clone();
     e.register_fn("collect_coverage", move || d.collect_coverage());
+    let d = driver.clone();
+    e.register_fn("snapshot_all", move |name: &str| {
+        d.snapshot_all(name).map_err(err)
+    });
+    // `rewind` is the REPL's word for going back after a failed experiment.
+    for word in ["restore_all", "rewind"] {
+        let d = driver.clone();
+        e.register_fn(word, move |name: &str| d.restore_all(name).map_err(err));
+    }
     let d = driver.clone();
     e.register_fn("retry", move |ctx: NativeCallContext, f: FnPtr| {
         retry(

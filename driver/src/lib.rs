@@ -25,6 +25,7 @@ mod machine;
 mod network;
 mod record;
 mod screen;
+mod snapshot;
 mod vlan;
 mod waits;
 
