@@ -54,6 +54,10 @@ struct Network {
     /// Write the log (`log.txt`) and each machine's serial console (`<name>.console.log`) here.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Keep each machine booted and ready in DIR after its first boot; later runs of the same
+    /// machine (start script, its files, network) resume from there instead of booting.
+    #[arg(long, value_name = "DIR")]
+    snapshot_cache: Option<PathBuf>,
     #[command(flatten)]
     speed: Speed,
 }
@@ -218,6 +222,7 @@ fn network_driver(net: &Network, out: &'static output::Output) -> Result<Driver,
         require_kvm: net.speed.require_kvm,
         timeout_factor: net.speed.timeout_factor,
         output_dir: net.output_dir.clone(),
+        snapshot_cache: net.snapshot_cache.clone(),
     };
     let driver = new_driver(net.keep_vm_state, options)?;
     driver.catch_signals().map_err(setup_error)?;

@@ -354,3 +354,67 @@ fn a_failing_unit_wait_reports_the_units_status_and_journal() {
     assert!(out.join("systemd-failure-1.png").is_file());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn a_snapshot_cache_resumes_a_machine_booted_by_an_earlier_run() {
+    let dir = scratch("snapshot-cache");
+    let cache = dir.join("cache");
+    let script = dir.join("once.rhai");
+    // The restored machine predates the file: every run finds it missing. Its clock must not be
+    // the snapshot's: it is checked against the host's time when the script was written.
+    let write_script = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        std::fs::write(
+            &script,
+            format!(
+                "tiny.succeed(\"test ! -e /tmp/from-this-run && touch /tmp/from-this-run\");\n\
+                 let guest = tiny.succeed(\"date +%s\");\n\
+                 guest.trim();\n\
+                 guest = parse_int(guest);\n\
+                 if guest < {now} {{ throw `guest clock ${{guest}} is behind {now}`; }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_script();
+    let tiny = tests::guest_start_script("tiny");
+    let args = |vlans: bool| {
+        let mut a = vec!["--snapshot-cache", cache.to_str().unwrap()];
+        a.extend(["--start-scripts", tiny.to_str().unwrap()]);
+        if vlans {
+            a.extend(["--vlans", "1"]);
+        }
+        a.extend(["--", script.to_str().unwrap()]);
+        a
+    };
+    let o = run(&args(false));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("saved into the snapshot cache"),
+        "{}",
+        stderr(&o)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    write_script();
+    let o = run(&args(false));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming from the snapshot cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("saved into the snapshot cache"));
+    // Another network is another machine: booted and saved anew.
+    let o = run(&args(true));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("saved into the snapshot cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -104,10 +104,16 @@ pub(crate) struct Vm {
     pub(crate) stderr: Console,
     /// One session per backdoor channel until one prints the banner; that one is `active`.
     sessions: [Session; 2],
-    active: Option<usize>,
+    pub(crate) active: Option<usize>,
     pub(crate) shell_events: VecDeque<guest_shell::Event>,
     /// A command was abandoned and may still run in the guest: the shell answers only after it.
     pub(crate) shell_held: bool,
+    /// Restored from the snapshot cache: the shell on this channel is up, without a banner.
+    pub(crate) resume_shell: Option<usize>,
+    /// Restored from the snapshot cache; the guest clock wants setting once the shell answers.
+    pub(crate) resumed: bool,
+    /// Booting for the snapshot cache: save into this entry once the shell answers.
+    pub(crate) cache_save: Option<std::path::PathBuf>,
     pub(crate) monitor: Monitor,
     pub(crate) monitor_events: VecDeque<qemu_monitor::Event>,
     pub(crate) io: Option<VmIo>,
@@ -135,6 +141,9 @@ impl Vm {
             active: None,
             shell_events: VecDeque::new(),
             shell_held: false,
+            resume_shell: None,
+            resumed: false,
+            cache_save: None,
             monitor: Monitor::new(),
             monitor_events: VecDeque::new(),
             io: None,
@@ -232,6 +241,8 @@ pub(crate) struct Core {
     pub(crate) timeout_factor: f64,
     /// Where screenshots taken for failure reports go.
     pub(crate) output_dir: Option<std::path::PathBuf>,
+    /// Where machines are kept booted and ready across runs.
+    pub(crate) snapshot_cache: Option<std::path::PathBuf>,
     /// Calls under way that attach failure context; only the outermost one gathers it.
     pub(crate) explaining: usize,
     /// Screenshots taken for failures so far, to number their files.
@@ -297,6 +308,7 @@ impl Core {
             interrupts: Interrupts::default(),
             timeout_factor: 1.0,
             output_dir: None,
+            snapshot_cache: None,
             explaining: 0,
             failure_screenshots: 0,
         })
@@ -316,10 +328,26 @@ impl Core {
         };
         let dir = self.root.machine_dir(&name).map_err(proc_err)?;
         let shared = self.root.shared_dir().map_err(proc_err)?;
+        let mut cache_plan = None;
+        let mut extra_qemu_opts = Vec::new();
+        if let Some(cache) = &self.snapshot_cache {
+            let vm = &self.vms[i];
+            let entry = crate::cache::entry(
+                cache,
+                &name,
+                &vm.start,
+                &vm.vlans,
+                vm.number,
+                vm.allow_reboot,
+                &self.accel,
+            );
+            let (plan, opts) = crate::cache::prepare(&name, &entry, &dir)?;
+            cache_plan = Some(plan);
+            extra_qemu_opts.extend(opts);
+        }
         let paths = MachinePaths::new(dir, shared);
         // A deep $TMPDIR makes socket paths too long for bind(); say so rather than "name too long".
         paths.check_socket_paths().map_err(proc_err)?;
-        let mut extra_qemu_opts = Vec::new();
         for &n in &self.vms[i].vlans {
             let link = self
                 .link(n, i)
@@ -404,6 +432,11 @@ impl Core {
         vm.monitor = Monitor::new();
         vm.monitor_events.clear();
         vm.started_at = Some(Instant::now());
+        match cache_plan {
+            Some(crate::cache::Plan::Resume { shell }) => vm.resume_shell = Some(shell),
+            Some(crate::cache::Plan::Save(entry)) => vm.cache_save = Some(entry),
+            None => {}
+        }
         let recorder = self.activity.recorder();
         let event = MachineEvent::Started { t: recorder.now() };
         recorder.event(&vm.name, event);
@@ -614,6 +647,14 @@ impl Core {
                             stream,
                             out: Vec::new(),
                         });
+                        if let Channel::ShellListener(k) = channel {
+                            if vm.resume_shell == Some(k) {
+                                vm.resume_shell = None;
+                                vm.sessions[k].resume();
+                                vm.active = Some(k);
+                                vm.resumed = true;
+                            }
+                        }
                         // QEMU connects once; a second connection would be someone else.
                         if let Some(mut l) = listener.take() {
                             let _ = registry.deregister(&mut l);

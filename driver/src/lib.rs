@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod activity;
+mod cache;
 mod console;
 mod context;
 mod core;
@@ -63,6 +64,9 @@ pub struct Options {
     pub timeout_factor: Option<f64>,
     /// Where files for people go (screenshots taken when a call fails); `None`: no such files.
     pub output_dir: Option<PathBuf>,
+    /// Keep each machine "booted and ready" here after its first boot, and start later runs of the
+    /// same machine (same start command, inputs and network) from that snapshot instead of booting.
+    pub snapshot_cache: Option<PathBuf>,
 }
 
 /// Errors of the driver API.
@@ -326,6 +330,13 @@ impl Driver {
         let mut core = Core::new(root, accel)?;
         core.timeout_factor = factor;
         core.output_dir = options.output_dir.clone();
+        if let Some(cache) = &options.snapshot_cache {
+            std::fs::create_dir_all(cache).map_err(|source| Error::Io {
+                what: format!("creating the snapshot cache {}", cache.display()),
+                source,
+            })?;
+        }
+        core.snapshot_cache = options.snapshot_cache.clone();
         Ok(Driver {
             core: Rc::new(RefCell::new(core)),
         })

@@ -158,6 +158,19 @@ impl Machine {
                         since_start.unwrap_or_default().as_secs_f64()
                     );
                     core.vms[i].shell_events.clear();
+                    let vm = &mut core.vms[i];
+                    let (save, resumed, shell) = (
+                        vm.cache_save.take(),
+                        std::mem::take(&mut vm.resumed),
+                        vm.active,
+                    );
+                    drop(core);
+                    if resumed {
+                        self.after_restore()?;
+                    }
+                    if let (Some(entry), Some(shell)) = (save, shell) {
+                        self.save_to_cache(&entry, shell);
+                    }
                     Ok(())
                 }
                 Some(false) => {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The id of the drive that holds saved RAM when a machine has no qcow2 disk of its own.
-const VMSTATE_DRIVE: &str = "vmtd-vmstate";
+pub(crate) const VMSTATE_DRIVE: &str = "vmtd-vmstate";
 /// The file of that drive, in the machine's state directory.
 pub(crate) const VMSTATE_FILE: &str = "vmstate.qcow2";
 
@@ -106,7 +106,7 @@ impl Machine {
     }
 
     /// Sets the guest clock, which went back to the snapshot's time, to the host's.
-    fn after_restore(&self) -> Result<(), Error> {
+    pub(crate) fn after_restore(&self) -> Result<(), Error> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -117,7 +117,7 @@ impl Machine {
     }
 
     /// An HMP command that prints nothing when it works (savevm, loadvm).
-    fn monitor_ok(&self, command: &str) -> Result<(), Error> {
+    pub(crate) fn monitor_ok(&self, command: &str) -> Result<(), Error> {
         let reply = self.monitor_within(command, self.limit(None))?;
         match reply.trim() {
             "" => Ok(()),

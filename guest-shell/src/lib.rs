@@ -226,6 +226,13 @@ impl Session {
         }
     }
 
+    /// Takes up a shell that printed its banner to an earlier session, idle between commands (a
+    /// machine restored from a snapshot): no banner comes, commands can go at once.
+    pub fn resume(&mut self) {
+        self.reset();
+        self.state = State::Idle;
+    }
+
     /// Expects the shell to print its banner again (the guest restarted its backdoor, or rebooted).
     pub fn reset(&mut self) {
         self.state = State::AwaitBanner;
@@ -455,6 +462,21 @@ mod tests {
              printf '\\036E{N} %d\\036' \"$?\"\n"
         );
         assert_eq!(String::from_utf8(bytes).unwrap(), want);
+    }
+
+    #[test]
+    fn a_resumed_session_takes_commands_without_a_banner() {
+        let mut s = Session::with_nonces(|| 0x2a);
+        assert!(!s.is_connected());
+        s.resume();
+        assert!(s.is_connected() && !s.is_busy());
+        let _ = s.command(b"true").unwrap();
+        s.feed(format!("\x1eB{N}\x1eok\x1eE{N} 0\x1e").as_bytes());
+        let events = coalesce(std::iter::from_fn(|| s.poll_event()).collect());
+        assert_eq!(
+            events,
+            [Event::Output(b"ok".to_vec()), Event::Exited { status: 0 }]
+        );
     }
 
     #[test]
