@@ -43,6 +43,14 @@ pub(crate) fn entry(
         "{name}\0{vlans:?}\0{number}\0{allow_reboot}\0{}\0",
         accel.accel
     ));
+    // A snapshot loads only into the QEMU that saved it (device layouts change between versions).
+    if let Some(meta) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("qemu-system-x86_64"))
+            .find_map(|q| std::fs::metadata(q).ok())
+    }) {
+        h.update(format!("qemu\0{}\0{:?}\0", meta.len(), meta.modified().ok()));
+    }
     match start {
         StartCommand::Script(path) => {
             h.update(path.to_string_lossy().as_bytes());
@@ -179,15 +187,7 @@ impl Machine {
 
     fn copy_into_cache(&self, entry: &Path, shell: usize) -> Result<(), Error> {
         self.monitor_ok(&format!("savevm {READY}"))?;
-        let dir = {
-            let core = self.core.borrow();
-            core.root
-                .machine_dir(&self.name)
-                .map_err(|source| Error::Start {
-                    machine: self.name.clone(),
-                    source,
-                })?
-        };
+        let dir = self.state_dir()?;
         let blocks = self.monitor_within("info block", self.limit(None))?;
         // Written next to the entry and renamed: a run stopped halfway leaves no half entry.
         let tmp = entry.with_extension(format!("tmp-{}", std::process::id()));

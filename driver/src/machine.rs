@@ -731,6 +731,17 @@ impl Machine {
     }
 
     /// Logs `what` this machine starts doing and makes it the innermost step until the guard drops.
+    /// The machine's private state directory (`vm-state-<name>`), created if needed.
+    pub(crate) fn state_dir(&self) -> Result<std::path::PathBuf, Error> {
+        let core = self.core.borrow();
+        core.root
+            .machine_dir(&self.name)
+            .map_err(|source| Error::Start {
+                machine: self.name.clone(),
+                source,
+            })
+    }
+
     pub(crate) fn step(&self, what: String) -> Step {
         log::info!("{}: {what}", self.name);
         let activity = self.core.borrow().activity.clone();

@@ -130,15 +130,7 @@ impl Machine {
     }
 
     pub(crate) fn screen_within(&self, limit: Duration) -> Result<Screen, Error> {
-        let dir = {
-            let core = self.core.borrow();
-            core.root
-                .machine_dir(&self.name)
-                .map_err(|source| Error::Start {
-                    machine: self.name.clone(),
-                    source,
-                })?
-        };
+        let dir = self.state_dir()?;
         let ppm = dir.join("screen.ppm");
         let _ = std::fs::remove_file(&ppm);
         let reply = self.monitor_within(&format!("screendump {}", hmp_quote(&ppm)), limit)?;

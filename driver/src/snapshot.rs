@@ -135,15 +135,7 @@ impl Machine {
         if blocks.contains(VMSTATE_DRIVE) {
             return Ok(());
         }
-        let dir = {
-            let core = self.core.borrow();
-            core.root
-                .machine_dir(&self.name)
-                .map_err(|source| Error::Start {
-                    machine: self.name.clone(),
-                    source,
-                })?
-        };
+        let dir = self.state_dir()?;
         let file = dir.join(VMSTATE_FILE);
         create_vmstate_file(&self.name, &file)?;
         let spec = format!(
@@ -199,11 +191,7 @@ impl Driver {
     /// # }
     /// ```
     pub fn snapshot_all(&self, name: &str) -> Result<(), Error> {
-        let running: Vec<Machine> = self
-            .machines()
-            .into_iter()
-            .filter(|m| m.is_running())
-            .collect();
+        let running = self.running_machines();
         self.nested(&format!("saving snapshot {name} of every machine"), || {
             for m in &running {
                 check_name(&m.name, name)?;
@@ -233,11 +221,7 @@ impl Driver {
     /// # }
     /// ```
     pub fn restore_all(&self, name: &str) -> Result<(), Error> {
-        let running: Vec<Machine> = self
-            .machines()
-            .into_iter()
-            .filter(|m| m.is_running())
-            .collect();
+        let running = self.running_machines();
         self.nested(
             &format!("restoring snapshot {name} of every machine"),
             || {
@@ -254,6 +238,15 @@ impl Driver {
                 running.iter().try_for_each(|m| m.after_restore())
             },
         )
+    }
+}
+
+impl Driver {
+    fn running_machines(&self) -> Vec<Machine> {
+        self.machines()
+            .into_iter()
+            .filter(|m| m.is_running())
+            .collect()
     }
 }
 
