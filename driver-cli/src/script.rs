@@ -335,6 +335,36 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
         },
     );
     e.register_fn("get_console_log", |m: &mut Machine| m.get_console_log());
+    for name in ["send_keys", "send_key"] {
+        e.register_fn(name, |m: &mut Machine, keys: &str| {
+            m.send_keys(keys).map_err(err)
+        });
+    }
+    e.register_fn("send_chars", |m: &mut Machine, text: &str| {
+        m.send_chars(text, None).map_err(err)
+    });
+    e.register_fn(
+        "send_chars",
+        |m: &mut Machine, text: &str, delay: Dynamic| {
+            m.send_chars(text, Some(secs(delay)?)).map_err(err)
+        },
+    );
+    e.register_fn("get_screen_text", |m: &mut Machine| {
+        m.get_screen_text().map_err(err)
+    });
+    e.register_fn(
+        "get_screen_text_variants",
+        |m: &mut Machine| -> Res<Array> {
+            let texts = m.get_screen_text_variants().map_err(err)?;
+            Ok(texts.into_iter().map(Dynamic::from).collect())
+        },
+    );
+    e.register_fn("wait_for_text", |m: &mut Machine, r: &str| {
+        m.wait_for_text(r, None).map_err(err)
+    });
+    e.register_fn("wait_for_text", |m: &mut Machine, r: &str, t: Dynamic| {
+        m.wait_for_text(r, Some(secs(t)?)).map_err(err)
+    });
     e.register_fn("snapshot", |m: &mut Machine, name: &str| {
         m.snapshot(name).map_err(err)
     });

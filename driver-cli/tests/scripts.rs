@@ -59,6 +59,7 @@ fn hello_passes_and_failing_fails_with_its_location_and_output() {
     let o = run(&["--start-scripts", &pattern, "--", "examples/hello.rhai"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("subtest: waits react to the guest"));
+    assert!(stderr(&o).contains("tiny: text /42 apples/ seen after"));
     assert!(
         stderr(&o).contains("(finished: making files, in "),
         "{}",

@@ -49,7 +49,11 @@ pub(crate) fn entry(
             .map(|d| d.join("qemu-system-x86_64"))
             .find_map(|q| std::fs::metadata(q).ok())
     }) {
-        h.update(format!("qemu\0{}\0{:?}\0", meta.len(), meta.modified().ok()));
+        h.update(format!(
+            "qemu\0{}\0{:?}\0",
+            meta.len(),
+            meta.modified().ok()
+        ));
     }
     match start {
         StartCommand::Script(path) => {

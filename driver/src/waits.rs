@@ -22,7 +22,7 @@ impl Machine {
 
     /// Calls `attempt` until it returns `Some`, pausing with a growing delay; on timeout the error
     /// names `what` and shows what `attempt` last wrote into its string.
-    fn retry<T>(
+    pub(crate) fn retry<T>(
         &self,
         what: &str,
         timeout: Duration,
