@@ -308,11 +308,26 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     e.register_fn("write_file", |m: &mut Machine, dst: &str, text: &str| {
         m.write_file(dst, text.as_bytes()).map_err(err)
     });
-    e.register_fn(
-        "copy_from_vm",
-        |m: &mut Machine, src: &str| -> Res<String> {
+    for name in ["copy_from_vm", "copy_from_machine"] {
+        e.register_fn(name, |m: &mut Machine, src: &str| -> Res<String> {
             let bytes = m.copy_from_vm(src).map_err(err)?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
+        });
+    }
+    e.register_fn("get_unit_property", |m: &mut Machine, u: &str, p: &str| {
+        m.get_unit_property(u, p).map_err(err)
+    });
+    e.register_fn("require_unit_state", |m: &mut Machine, u: &str, s: &str| {
+        m.require_unit_state(u, s).map_err(err)
+    });
+    e.register_fn("wait_for_open_unix_socket", |m: &mut Machine, p: &str| {
+        m.wait_for_open_unix_socket(p, false, None).map_err(err)
+    });
+    e.register_fn(
+        "wait_for_open_unix_socket",
+        |m: &mut Machine, p: &str, datagram: bool, t: Dynamic| {
+            m.wait_for_open_unix_socket(p, datagram, Some(secs(t)?))
+                .map_err(err)
         },
     );
     e.register_fn(

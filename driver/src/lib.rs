@@ -26,6 +26,7 @@ mod keys;
 mod machine;
 mod network;
 mod ocr;
+mod parity;
 mod record;
 mod screen;
 mod snapshot;

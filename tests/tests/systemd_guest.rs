@@ -88,6 +88,38 @@ fn boot_commands_and_shutdown() {
     vm.wait_for_closed_port(8080, None, Some(Duration::from_secs(60)))
         .unwrap();
 
+    // NixOS's newer methods.
+    assert_eq!(
+        vm.get_unit_property("sleeper.service", "ActiveState")
+            .unwrap(),
+        "inactive"
+    );
+    vm.require_unit_state("sleeper.service", "inactive")
+        .unwrap();
+    let err = vm
+        .require_unit_state("sleeper.service", "active")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected active, it is inactive"), "{err}");
+    let err = vm
+        .get_unit_property("sleeper.service", "Not a name")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a property name"), "{err}");
+    vm.succeed("(sleep 0.5; exec nc -lkU /tmp/app.sock) >/dev/null 2>&1 &")
+        .unwrap();
+    vm.wait_for_open_unix_socket("/tmp/app.sock", false, Some(Duration::from_secs(60)))
+        .unwrap();
+    let err = vm
+        .wait_for_open_unix_socket("/tmp/none.sock", false, Some(Duration::from_secs(2)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unix socket /tmp/none.sock to accept connections"),
+        "{err}"
+    );
+    assert_eq!(vm.copy_from_machine("/etc/hostname").unwrap(), b"systemd\n");
+
     vm.shutdown().unwrap();
     assert!(!vm.is_running());
 }
