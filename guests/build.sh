@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a test guest for vm-test-driver into a cache outside the git tree.
 #
-# Usage: guests/build.sh tiny|systemd
+# Usage: guests/build.sh tiny|systemd|x11
 #
 # Prints one line on stdout: the directory holding the guest's NixOS-style start script
 # (run-tiny-vm or run-systemd-vm). Everything else (progress, tool output) goes to stderr.
@@ -16,6 +16,8 @@
 #            backdoor shell on /dev/hvc0). Builds in seconds, reaches the backdoor in a few seconds under TCG.
 #   systemd  debootstrap'ed Debian bookworm (minbase + systemd) on a read-only ext4 base image; each start
 #            script run gets its own qcow2 overlay ($NIX_DISK_IMAGE or $TMPDIR/systemd.qcow2).
+#   x11      the systemd guest with Debian's generic kernel (bochs DRM for the VGA display), Xorg on :0 (vt7)
+#            started by x11.service with an xterm titled "first-terminal", and x11-utils (xwininfo).
 #
 # Start-script contract (as NixOS's run-<name>-vm): reads QEMU_OPTS (split on spaces), QEMU_NET_OPTS (appended to
 # the user netdev), QEMU_KERNEL_PARAMS, TMPDIR and USE_TMPDIR (a fresh temp dir unless both are set), creates
@@ -37,11 +39,11 @@ need() { # need TOOL DEBIAN-PACKAGE
 # Quote a string for /bin/sh (single quotes).
 shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
-usage() { echo "usage: $0 tiny|systemd" >&2; exit 2; }
+usage() { echo "usage: $0 tiny|systemd|x11" >&2; exit 2; }
 
 [ $# -eq 1 ] || usage
 guest=$1
-case "$guest" in tiny|systemd) ;; *) usage ;; esac
+case "$guest" in tiny|systemd|x11) ;; *) usage ;; esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ -d "$here/$guest" ] || die "missing $here/$guest (the guest's files)"
@@ -52,7 +54,10 @@ for t in sha256sum:coreutils flock:util-linux apt-get:apt apt-cache:apt dpkg-deb
 done
 
 # Hash of the build inputs: this script and the guest's files (names and contents).
-hash=$(cd "$here" && find build.sh common "$guest" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+# The x11 guest is the systemd guest plus its own files.
+inputs=("$guest")
+[ "$guest" = x11 ] && inputs+=(systemd)
+hash=$(cd "$here" && find build.sh common "${inputs[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
        | sha256sum | cut -c1-16)
 
 cache=${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}
@@ -258,6 +263,18 @@ write_qcow2_overlay() { # FILE SIZE BACKING
 }
 
 build_systemd() {
+    build_debian systemd 512 linux-image-cloud-amd64 ""
+}
+
+build_x11() {
+    build_debian x11 768 linux-image-amd64 \
+        xserver-xorg-core,xserver-xorg-video-fbdev,xserver-xorg-input-libinput,xinit,xterm,x11-utils,xfonts-base
+}
+
+# build_debian NAME MEM-MiB KERNEL-PACKAGE EXTRA-PACKAGES(comma-separated): the systemd guest, and its
+# variants (the x11 guest adds an X server and the service that starts it).
+build_debian() {
+    local name=$1 mem=$2 kernel=$3 extra=$4
     need debootstrap debootstrap
     need mkfs.ext4 e2fsprogs
     need chroot coreutils
@@ -266,14 +283,14 @@ build_systemd() {
 
     local root=$work/root
     local mirror=${VMTD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-    log "systemd: debootstrap bookworm from $mirror (takes a minute or two)"
+    log "$name: debootstrap bookworm from $mirror (takes a minute or two)"
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,udev,linux-image-cloud-amd64,netcat-openbsd,iproute2,procps,busybox-static,iputils-ping \
+        --include=systemd,systemd-sysv,udev,$kernel,netcat-openbsd,iproute2,procps,busybox-static,iputils-ping${extra:+,$extra} \
         bookworm "$root" "$mirror" >&2
 
-    log "systemd: configuring"
-    echo systemd > "$root/etc/hostname"
-    printf '127.0.0.1 localhost\n127.0.1.1 systemd\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+    log "$name: configuring"
+    echo "$name" > "$root/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost ip6-localhost ip6-loopback\n' "$name" > "$root/etc/hosts"
     printf '/dev/vda / ext4 rw,errors=remount-ro 0 0\n' > "$root/etc/fstab"
     # Empty root password: the VGA console (getty@tty1) logs in without a password.
     sed -i 's/^root:[^:]*:/root::/' "$root/etc/shadow"
@@ -296,6 +313,10 @@ build_systemd() {
     install -m 644 "$here/systemd/50-ether.network" "$root/etc/systemd/network/50-ether.network"
     ln -sf /lib/systemd/system/systemd-networkd.service "$sd/multi-user.target.wants/systemd-networkd.service"
     ln -sf /lib/systemd/system/systemd-networkd.socket "$sd/sockets.target.wants/systemd-networkd.socket"
+    if [ "$name" = x11 ]; then
+        install -m 644 "$here/x11/x11.service" "$sd/x11.service"
+        ln -sf ../x11.service "$sd/multi-user.target.wants/x11.service"
+    fi
 
     # Mask what fights the backdoor for the consoles or slows a TCG boot (one CPU: everything that runs at
     # boot delays everything else). getty-static would start gettys on tty2-6; getty@tty1 stays.
@@ -315,7 +336,9 @@ build_systemd() {
 
     # A small initrd: only the root disk's and the backdoor console's modules (MODULES=most loads ~190
     # modules under TCG; and virtio_console there means /dev/hvc0 exists when systemd starts).
-    install -m 644 "$here/systemd/initramfs-modules" "$root/etc/initramfs-tools/modules"
+    local modules=$here/$name/initramfs-modules
+    [ -f "$modules" ] || modules=$here/systemd/initramfs-modules
+    install -m 644 "$modules" "$root/etc/initramfs-tools/modules"
     printf 'MODULES=list\nCOMPRESS=gzip\n' > "$root/etc/initramfs-tools/conf.d/vmtd.conf"
     chroot "$root" update-initramfs -u -k all >&2
 
@@ -335,13 +358,13 @@ build_systemd() {
     used=$(du -s --block-size=1M "$root" | cut -f1)
     size=$(( used * 2 > 1024 ? used * 2 : 1024 ))
     size=$(( (size + 63) / 64 * 64 ))
-    log "systemd: making a ${size} MiB ext4 base image from ${used} MiB"
+    log "$name: making a ${size} MiB ext4 base image from ${used} MiB"
     mkfs.ext4 -q -F -L root -d "$root" "$out/base.img" "${size}M" >&2
     chmod 444 "$out/base.img"
     write_qcow2_overlay "$out/overlay-template.qcow2" $((size * 1024 * 1024)) "$final/base.img"
     chmod 444 "$out/overlay-template.qcow2"
 
-    write_start_script systemd 512 "root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0" \
+    write_start_script "$name" "$mem" "root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0" \
         "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
         "$(shq "$final/overlay-template.qcow2")"
 }

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-for guest in tiny systemd; do
+for guest in tiny systemd x11; do
   start=$(date +%s)
   dir=$(bash guests/build.sh "$guest")
   echo "test: guest $guest ready in $(($(date +%s) - start)) s: $dir" >&2

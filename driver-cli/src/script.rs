@@ -380,6 +380,22 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     e.register_fn("wait_for_text", |m: &mut Machine, r: &str, t: Dynamic| {
         m.wait_for_text(r, Some(secs(t)?)).map_err(err)
     });
+    e.register_fn("wait_for_x", |m: &mut Machine| {
+        m.wait_for_x(None).map_err(err)
+    });
+    e.register_fn("wait_for_x", |m: &mut Machine, t: Dynamic| {
+        m.wait_for_x(Some(secs(t)?)).map_err(err)
+    });
+    e.register_fn("get_window_names", |m: &mut Machine| -> Res<Array> {
+        let names = m.get_window_names().map_err(err)?;
+        Ok(names.into_iter().map(Dynamic::from).collect())
+    });
+    e.register_fn("wait_for_window", |m: &mut Machine, r: &str| {
+        m.wait_for_window(r, None).map_err(err)
+    });
+    e.register_fn("wait_for_window", |m: &mut Machine, r: &str, t: Dynamic| {
+        m.wait_for_window(r, Some(secs(t)?)).map_err(err)
+    });
     e.register_fn("snapshot", |m: &mut Machine, name: &str| {
         m.snapshot(name).map_err(err)
     });

@@ -32,6 +32,7 @@ mod screen;
 mod snapshot;
 mod vlan;
 mod waits;
+mod x11;
 
 pub use activity::{Activity, Step, STEP_END};
 pub use context::{FailureContext, UnitContext};
