@@ -12,6 +12,8 @@ use std::time::Instant;
 const CONSOLE_LINES: usize = 20_000;
 /// Bytes of a command's output kept for the report (its end, where errors usually are).
 const COMMAND_OUTPUT: usize = 64 * 1024;
+/// Bytes of a command's text kept for the report: `write_file` sends whole files as commands.
+const COMMAND_TEXT: usize = 4 * 1024;
 
 /// Everything recorded about a run so far.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -100,6 +102,18 @@ pub enum MachineEvent {
         /// Where the PNG is.
         path: PathBuf,
     },
+}
+
+/// The first `max` bytes of `text` (at a character boundary), saying how much was left out.
+fn head_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}[… {} more bytes]", &text[..end], text.len() - end)
 }
 
 /// A shared handle on the run's record.
@@ -196,7 +210,7 @@ impl Recorder {
         let event = MachineEvent::Command {
             start: self.at(start),
             end: self.now(),
-            command: command.to_string(),
+            command: head_text(command, COMMAND_TEXT),
             status,
             output: crate::machine::tail_text(output, COMMAND_OUTPUT),
         };
@@ -215,5 +229,17 @@ impl Recorder {
                 text: text.to_string(),
             });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_command_texts_are_cut_at_a_character_boundary() {
+        assert_eq!(head_text("short", 10), "short");
+        assert_eq!(head_text("abcdef", 3), "abc[… 3 more bytes]");
+        assert_eq!(head_text("aé", 2), "a[… 2 more bytes]");
     }
 }

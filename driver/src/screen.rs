@@ -94,9 +94,9 @@ impl Screen {
 }
 
 impl Machine {
-    /// Saves the display as PNG: a bare name (`login-screen`) goes into the output directory (the
-    /// current one if none was set) with `.png` added, as NixOS does; a path is used as given.
-    /// Returns where it went.
+    /// Saves the display as PNG: a relative name goes into the output directory (the current one
+    /// if none was set), `.png` added when it has no extension (as NixOS does); an absolute path is
+    /// used as given. Returns where it went.
     ///
     /// ```no_run
     /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
@@ -105,12 +105,14 @@ impl Machine {
     /// # }
     /// ```
     pub fn screenshot(&self, name: &str) -> Result<PathBuf, Error> {
-        let path = if !name.contains('/') && Path::new(name).extension().is_none() {
+        let mut path = PathBuf::from(name);
+        if path.extension().is_none() {
+            path.set_extension("png");
+        }
+        if path.is_relative() {
             let dir = self.core.borrow().output_dir.clone().unwrap_or_default();
-            dir.join(format!("{name}.png"))
-        } else {
-            PathBuf::from(name)
-        };
+            path = dir.join(path);
+        }
         let _step = self.step(format!("screenshot {}", path.display()));
         self.screenshot_within(&path, self.limit(None))?;
         Ok(path)

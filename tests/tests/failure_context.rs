@@ -78,6 +78,16 @@ fn a_failed_call_carries_console_lines_and_a_screenshot() {
     );
     assert_eq!(vm.screenshot("named").unwrap(), out.join("named.png"));
     assert!(out.join("named.png").is_file());
+    assert_eq!(
+        vm.screenshot("sub/shot.png").unwrap(),
+        out.join("sub/shot.png")
+    );
+    let absolute = out.join("elsewhere");
+    assert_eq!(
+        vm.screenshot(absolute.to_str().unwrap()).unwrap(),
+        out.join("elsewhere.png")
+    );
+    assert!(out.join("sub/shot.png").is_file() && out.join("elsewhere.png").is_file());
 
     // Gathering never waits on a shell still busy with an abandoned command: the unit's state is
     // reported missing, at once, and the error stays first.
