@@ -29,15 +29,7 @@ impl Screen {
 }
 
 fn write_grey_png(path: &Path, (w, h, grey): &(u32, u32, Vec<u8>)) -> std::io::Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut encoder = png::Encoder::new(file, *w, *h);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-    writer
-        .write_image_data(grey)
-        .map_err(std::io::Error::other)?;
-    writer.finish().map_err(std::io::Error::other)
+    crate::screen::write_png(path, *w, *h, png::ColorType::Grayscale, grey)
 }
 
 /// Runs tesseract on `image`; its text.
