@@ -258,7 +258,8 @@ fn block_files(info: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn list_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, recursively (none when it does not exist).
+pub(crate) fn list_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.filter_map(Result::ok) {

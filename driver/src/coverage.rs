@@ -86,7 +86,7 @@ impl Machine {
                 .unpack(&target)
                 .map_err(|e| io_err("unpacking coverage data into", e))?;
         }
-        let files = walk_count(&target);
+        let files = crate::cache::list_files(&target).len();
         log::info!(
             "{}: {files} coverage file(s) in {}",
             self.name,
@@ -114,18 +114,4 @@ impl Driver {
             }
         }
     }
-}
-
-fn walk_count(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => walk_count(&e.path()),
-                    _ => 1,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }

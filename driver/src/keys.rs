@@ -303,9 +303,7 @@ impl Machine {
         for combo in combos {
             self.monitor_ok(&format!("sendkey {combo} {HOLD_MS}"))?;
             // Presses queue in QEMU behind each other's hold time; the pause is on top of it.
-            self.core
-                .borrow_mut()
-                .idle(delay + Duration::from_millis(HOLD_MS.into()))?;
+            self.idle(delay + Duration::from_millis(HOLD_MS.into()))?;
         }
         Ok(())
     }

@@ -689,15 +689,8 @@ impl Machine {
 
     /// Sends a monitor command that prints nothing when it works; any reply is its error message.
     pub(crate) fn monitor_expect_silence(&self, command: &str) -> Result<(), Error> {
-        let reply = self.send_monitor_command(command)?;
-        if reply.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Monitor {
-                machine: self.name.clone(),
-                reason: format!("{command}: {}", reply.trim()),
-            })
-        }
+        let _step = self.step(format!("monitor: {command}"));
+        self.monitor_ok(command)
     }
 
     /// The serial console lines kept so far (the last 10 000).

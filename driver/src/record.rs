@@ -14,6 +14,9 @@ const CONSOLE_LINES: usize = 20_000;
 const COMMAND_OUTPUT: usize = 64 * 1024;
 /// Bytes of a command's text kept for the report: `write_file` sends whole files as commands.
 const COMMAND_TEXT: usize = 4 * 1024;
+/// Bytes of command output kept per machine in all: a long wait polls hundreds of times, and a
+/// record that grew with each poll would make the driver's memory grow with the test's length.
+const COMMAND_OUTPUT_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Everything recorded about a run so far.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -50,6 +53,9 @@ pub struct MachineRecord {
     pub console: VecDeque<ConsoleLine>,
     /// Earlier console lines not kept: the first line kept is line number `console_dropped`.
     pub console_dropped: u64,
+    /// Command output kept so far, against [`COMMAND_OUTPUT_BUDGET`].
+    #[serde(skip)]
+    output_kept: usize,
 }
 
 /// A line of a serial console.
@@ -207,14 +213,28 @@ impl Recorder {
         status: Option<i32>,
         output: &[u8],
     ) {
-        let event = MachineEvent::Command {
-            start: self.at(start),
-            end: self.now(),
-            command: head_text(command, COMMAND_TEXT),
-            status,
-            output: crate::machine::tail_text(output, COMMAND_OUTPUT),
-        };
-        self.event(machine, event);
+        let (start, end) = (self.at(start), self.now());
+        let command = head_text(command, COMMAND_TEXT);
+        let output = crate::machine::tail_text(output, COMMAND_OUTPUT);
+        self.with_machine(machine, |m| {
+            let output = if m.output_kept + output.len() <= COMMAND_OUTPUT_BUDGET {
+                m.output_kept += output.len();
+                output
+            } else {
+                format!(
+                    "[{} bytes not kept: the report keeps {} MiB of command output per machine]",
+                    output.len(),
+                    COMMAND_OUTPUT_BUDGET >> 20
+                )
+            };
+            m.events.push(MachineEvent::Command {
+                start,
+                end,
+                command,
+                status,
+                output,
+            });
+        });
     }
 
     pub(crate) fn console_line(&self, machine: &str, text: &str) {
@@ -235,6 +255,36 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_output_is_kept_up_to_a_budget_per_machine() {
+        let r = Recorder::default();
+        let output = vec![b'x'; COMMAND_OUTPUT];
+        let fits = COMMAND_OUTPUT_BUDGET / COMMAND_OUTPUT;
+        for _ in 0..fits + 2 {
+            r.command("a", Instant::now(), "yes | head", Some(0), &output);
+        }
+        r.command("b", Instant::now(), "echo", Some(0), b"kept\n");
+        let record = r.snapshot();
+        let outputs: Vec<&str> = record.machines[0]
+            .events
+            .iter()
+            .map(|e| match e {
+                MachineEvent::Command { output, .. } => output.as_str(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(outputs[..fits].iter().all(|o| o.len() == COMMAND_OUTPUT));
+        assert!(
+            outputs[fits..].iter().all(|o| o.contains("not kept")),
+            "{}",
+            outputs[fits]
+        );
+        assert!(matches!(
+            &record.machines[1].events[0],
+            MachineEvent::Command { output, .. } if output == "kept\n"
+        ));
+    }
 
     #[test]
     fn long_command_texts_are_cut_at_a_character_boundary() {

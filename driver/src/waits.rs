@@ -16,7 +16,7 @@ const CONSOLE_CONTEXT: usize = 20;
 
 impl Machine {
     /// Serves the event loop for `d` (other machines' consoles keep flowing) without sending anything.
-    fn idle(&self, d: Duration) -> Result<(), Error> {
+    pub(crate) fn idle(&self, d: Duration) -> Result<(), Error> {
         self.core.borrow_mut().idle(d)
     }
 
