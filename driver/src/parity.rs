@@ -75,14 +75,10 @@ impl Machine {
         let _step = self.step(format!("waiting for unix socket {path}"));
         let flags = if datagram { "-uzU" } else { "-zU" };
         let cmd = format!("nc {flags} {} 2>&1", sh_quote(path));
-        self.retry(
+        self.until_exit_0(
             &format!("unix socket {path} to accept connections"),
+            &cmd,
             self.limit(timeout),
-            |left, last| {
-                let (status, out) = self.execute_for(&cmd, left)?;
-                *last = format!("`{cmd}` exited {status}: {}", out.trim_end());
-                Ok((status == 0).then_some(()))
-            },
         )
     }
 

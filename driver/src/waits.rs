@@ -117,15 +117,20 @@ impl Machine {
     pub fn wait_for_file(&self, path: &str, timeout: Option<Duration>) -> Result<(), Error> {
         let _step = self.step(format!("waiting for file {path}"));
         let cmd = format!("test -e {}", sh_quote(path));
-        self.retry(
-            &format!("file {path} to exist"),
-            self.limit(timeout),
-            |left, last| {
-                let (status, _) = self.execute_for(&cmd, left)?;
-                *last = format!("`{cmd}` exited {status}");
-                Ok((status == 0).then_some(()))
-            },
-        )
+        self.until_exit_0(&format!("file {path} to exist"), &cmd, self.limit(timeout))
+    }
+
+    /// Runs `cmd` until it exits 0, within `limit`; the timeout error names `what` and shows the
+    /// last exit status and output.
+    pub(crate) fn until_exit_0(&self, what: &str, cmd: &str, limit: Duration) -> Result<(), Error> {
+        self.retry(what, limit, |left, last| {
+            let (status, out) = self.execute_for(cmd, left)?;
+            *last = format!("`{cmd}` exited {status}");
+            if !out.trim_end().is_empty() {
+                last.push_str(&format!(": {}", out.trim_end()));
+            }
+            Ok((status == 0).then_some(()))
+        })
     }
 
     /// Waits until something accepts TCP connections on `addr:port` in the guest (`addr` defaults to

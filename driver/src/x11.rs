@@ -17,11 +17,7 @@ impl Machine {
     pub fn wait_for_x(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let _step = self.step("waiting for the X server".into());
         let cmd = "[ -e /tmp/.X11-unix/X0 ] && DISPLAY=:0 xwininfo -root 2>&1 >/dev/null";
-        self.retry("the X server on :0", self.limit(timeout), |left, last| {
-            let (status, out) = self.execute_for(cmd, left)?;
-            *last = format!("`{cmd}` exited {status}: {}", out.trim_end());
-            Ok((status == 0).then_some(()))
-        })
+        self.until_exit_0("the X server on :0", cmd, self.limit(timeout))
     }
 
     /// The names of the X windows on display :0 (`xwininfo -root -tree`), as NixOS's
