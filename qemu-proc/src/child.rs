@@ -39,8 +39,9 @@ const TXTBSY_RETRIES: u32 = 20;
 /// - it fires when the *thread* that forked exits, not the process, so spawn from a thread that lives as
 ///   long as the machines (the driver spawns from its main thread);
 /// - only the spawned process gets it: it survives the `execve` of a script (only set-uid execs clear it),
-///   but QEMU started by a script *without* `exec` is a grandchild and does not; on a driver SIGKILL such a
-///   QEMU survives until something kills its group. `Drop` covers every other way the driver ends.
+///   but QEMU started by a script *without* `exec` is a grandchild and does not. For that case every group
+///   is also registered with a watchdog process that kills it when the driver dies (`watchdog.rs`);
+///   `Drop` covers every other way the driver ends.
 #[derive(Debug)]
 pub struct Child {
     pid: i32,
@@ -136,6 +137,7 @@ impl Child {
         let pid = child.id() as i32;
         drop(cmd); // closes our copies of the child's stdio, so the driver sees EOF when the child exits
         log::info!("started {} {} as pid {pid}", plan.kind, program.display());
+        crate::watchdog::watch(pid);
         Ok(Child {
             pid,
             program,
@@ -264,6 +266,7 @@ impl Child {
     /// Reaps the leader and any members this process adopted as a subreaper; the group is then over.
     fn finish(&mut self) -> Result<ExitStatus, Error> {
         if !self.reaped {
+            crate::watchdog::forget(self.pid);
             let mut raw = 0;
             // The leader is known to have exited, so this returns at once.
             loop {

@@ -37,6 +37,7 @@ mod child;
 mod error;
 mod plan;
 mod state;
+mod watchdog;
 
 pub use accel::{probe_accel, Accel, AccelChoice, ACCEL_ENV};
 pub use child::{become_subreaper, live_members, Child, DROP_GRACE};
