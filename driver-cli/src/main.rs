@@ -130,12 +130,14 @@ enum Mode {
     },
 }
 
-/// Why a run did not pass: the test itself (exit 1), how it was asked for (exit 2), or a signal
-/// (exit 128 + its number).
+/// Why a run did not pass: the test itself (exit 1), how it was asked for (exit 2), a signal
+/// (exit 128 + its number), or a bug in the driver (exit 101).
 enum Failure {
     Test(anyhow::Error),
     Setup(anyhow::Error),
     Signal(i32, anyhow::Error),
+    /// A bug in the driver: exit status 101, as an uncaught Rust panic has.
+    Panic(anyhow::Error),
 }
 
 fn main() -> ExitCode {
@@ -183,6 +185,10 @@ fn main() -> ExitCode {
             log::error!("{e:#}");
             ExitCode::from(2)
         }
+        Err(Failure::Panic(e)) => {
+            log::error!("{e:#}");
+            ExitCode::from(101)
+        }
         Err(Failure::Signal(sig, e)) => {
             log::error!("{e:#}");
             ExitCode::from(128u8.saturating_add(sig as u8))
@@ -191,6 +197,15 @@ fn main() -> ExitCode {
     out.clear_status();
     log::logger().flush();
     code
+}
+
+/// The message a panic was raised with (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 fn setup_error(e: impl Into<anyhow::Error>) -> Failure {
@@ -223,6 +238,7 @@ fn network_driver(net: &Network, out: &'static output::Output) -> Result<Driver,
         timeout_factor: net.speed.timeout_factor,
         output_dir: net.output_dir.clone(),
         snapshot_cache: net.snapshot_cache.clone(),
+        max_output: None,
     };
     let driver = new_driver(net.keep_vm_state, options)?;
     driver.catch_signals().map_err(setup_error)?;
@@ -339,9 +355,21 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
         return outcome.map_err(Failure::Setup);
     }
     let t0 = Instant::now();
-    let outcome = engine
-        .run_ast_with_scope(&mut scope, &ast)
-        .map_err(|e| script::located(shown, &e));
+    // A panic is a bug in the driver, yet the run still ends as any failure does: machines stopped,
+    // coverage, reports and JUnit written (the panic message already went to stderr).
+    let mut panicked = false;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.run_ast_with_scope(&mut scope, &ast)
+    }))
+    .unwrap_or_else(|payload| {
+        panicked = true;
+        Err(format!(
+            "internal error: the driver panicked: {}",
+            panic_message(&payload)
+        )
+        .into())
+    })
+    .map_err(|e| script::located(shown, &e));
     // Machines still running at the end are stopped (not powered off cleanly), as in NixOS; their
     // coverage data is copied out first.
     driver.collect_coverage();
@@ -413,6 +441,7 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
             .map_err(Failure::Setup)?;
     }
     match (outcome, signal) {
+        (Err(e), _) if panicked => Err(Failure::Panic(anyhow::anyhow!(e))),
         (Ok(()), _) => {
             log::info!("test passed in {:.2} s", t0.elapsed().as_secs_f64());
             Ok(())

@@ -162,6 +162,10 @@ fn port(p: i64) -> Res<u16> {
 }
 
 /// The engine with the driver's API registered; subtests are recorded in `cases`.
+/// Set (to anything) to give scripts `driver_panic_for_tests(message)`, which panics inside the
+/// driver: how the tests check that a panic still stops the machines and writes the reports.
+pub const FAULT_INJECTION_ENV: &str = "VMTD_FAULT_INJECTION";
+
 pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     let mut e = Engine::new();
     // Stops a script that loops without calling the driver when the run is interrupted; a
@@ -175,6 +179,13 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
             .err()
             .map(|e| Dynamic::from(e.to_string()))
     });
+    // Fault injection for the driver's own tests (a bug in the driver, simulated): only when asked
+    // for by the environment, so no real script can depend on it.
+    if std::env::var_os(FAULT_INJECTION_ENV).is_some() {
+        e.register_fn("driver_panic_for_tests", |msg: &str| -> () {
+            panic!("{msg}");
+        });
+    }
     e.register_type_with_name::<Machine>("Machine");
     e.register_fn("to_string", |m: &mut Machine| {
         format!("Machine({})", m.name())

@@ -116,6 +116,8 @@ impl Error {
                 | Error::UnexpectedSuccess { .. }
                 | Error::UnitFailed { .. }
                 | Error::ShellLost { .. }
+                | Error::ShellWedged { .. }
+                | Error::OutputTooLarge { .. }
         )
     }
 }

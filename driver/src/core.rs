@@ -96,6 +96,13 @@ pub(crate) struct VmIo {
 }
 
 /// Everything known about one machine.
+/// What Linux prints on the console when it panics.
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+/// How long the shell may take to stop a timed-out command (before the timeout factor).
+const INTERRUPT_LIMIT: Duration = Duration::from_secs(5);
+/// Bytes of stray output (late output of background jobs) logged per piece.
+const STRAY_LOGGED: usize = 500;
+
 pub(crate) struct Vm {
     pub(crate) name: String,
     pub(crate) start: StartCommand,
@@ -108,6 +115,11 @@ pub(crate) struct Vm {
     pub(crate) shell_events: VecDeque<guest_shell::Event>,
     /// A command was abandoned and may still run in the guest: the shell answers only after it.
     pub(crate) shell_held: bool,
+    /// The shell did not answer the interrupt sent after a timed-out command: later commands fail at
+    /// once with this reason rather than each waiting out its timeout. Cleared by a new banner.
+    pub(crate) shell_wedged: Option<String>,
+    /// The console line where the guest kernel panicked, until the machine starts or reboots again.
+    pub(crate) panicked: Option<String>,
     /// Restored from the snapshot cache: the shell on this channel is up, without a banner.
     pub(crate) resume_shell: Option<usize>,
     /// Restored from the snapshot cache; the guest clock wants setting once the shell answers.
@@ -141,6 +153,8 @@ impl Vm {
             active: None,
             shell_events: VecDeque::new(),
             shell_held: false,
+            shell_wedged: None,
+            panicked: None,
             resume_shell: None,
             resumed: false,
             cache_save: None,
@@ -174,6 +188,8 @@ impl Vm {
         self.active = None;
         self.shell_events.clear();
         self.shell_held = false;
+        self.shell_wedged = None;
+        self.panicked = None;
     }
 
     /// Gives up on the command in flight; the guest still runs it, so later commands wait.
@@ -239,6 +255,8 @@ pub(crate) struct Core {
     pub(crate) interrupts: Interrupts,
     /// Every timeout a caller gives is multiplied by this (slow TCG guests).
     pub(crate) timeout_factor: f64,
+    /// Most output one command may return.
+    pub(crate) max_output: usize,
     /// Where screenshots taken for failure reports go.
     pub(crate) output_dir: Option<std::path::PathBuf>,
     /// Where machines are kept booted and ready across runs.
@@ -307,6 +325,7 @@ impl Core {
             activity: Activity::default(),
             interrupts: Interrupts::default(),
             timeout_factor: 1.0,
+            max_output: crate::MAX_OUTPUT,
             output_dir: None,
             snapshot_cache: None,
             explaining: 0,
@@ -613,9 +632,16 @@ impl Core {
             Channel::Serial => {
                 let name = &vm.name;
                 let recorder = self.activity.recorder();
+                let panicked = &mut vm.panicked;
                 serve_lines(registry, &mut io.serial, &mut vm.console, |line| {
                     log::info!(target: "console", "{name}# {line}");
                     recorder.console_line(name, line);
+                    // A panicked guest may hang rather than exit: commands must not wait for it.
+                    if let (None, Some(at)) = (&panicked, line.find(KERNEL_PANIC)) {
+                        let what = line[at..].trim().to_string();
+                        log::error!("{name}: the guest kernel panicked: {what}");
+                        *panicked = Some(what);
+                    }
                 });
             }
             Channel::Stderr => {
@@ -707,10 +733,17 @@ impl Core {
                     }
                     match e {
                         guest_shell::Event::Stray(b) => {
-                            let text = String::from_utf8_lossy(&b);
+                            // What an interrupted `yes` left in the channel can be megabytes.
+                            let text = String::from_utf8_lossy(&b[..b.len().min(STRAY_LOGGED)]);
                             if !text.trim().is_empty() {
+                                let more = b.len().saturating_sub(STRAY_LOGGED);
+                                let more = if more > 0 {
+                                    format!(" … ({more} more bytes)")
+                                } else {
+                                    String::new()
+                                };
                                 log::info!(
-                                    "{}: output outside any command: {}",
+                                    "{}: output outside any command: {}{more}",
                                     vm.name,
                                     text.trim_end()
                                 );
@@ -736,6 +769,57 @@ impl Core {
         conn.out.extend_from_slice(bytes);
         flush(conn);
         true
+    }
+
+    /// Stops machine `i`'s command in flight in the guest (`Session::interrupt`) and waits for the
+    /// shell to confirm. True when the shell is free again; otherwise it is marked wedged.
+    pub(crate) fn interrupt_command(&mut self, i: usize) -> bool {
+        let limit = INTERRUPT_LIMIT.mul_f64(self.timeout_factor);
+        let vm = &mut self.vms[i];
+        vm.shell_held = true;
+        let Ok(bytes) = vm.shell().interrupt() else {
+            return false;
+        };
+        if !self.write_shell(i, &bytes) {
+            return false;
+        }
+        let t0 = Instant::now();
+        let answered = self.run_until(t0 + limit, |core| {
+            while let Some(e) = core.vms[i].shell_events.pop_front() {
+                match e {
+                    guest_shell::Event::Exited { .. } => return Some(true),
+                    guest_shell::Event::Closed { .. } | guest_shell::Event::Lost { .. } => {
+                        return Some(false)
+                    }
+                    _ => {}
+                }
+            }
+            None
+        });
+        let vm = &mut self.vms[i];
+        match answered {
+            Ok(Some(true)) => {
+                log::debug!(
+                    "{}: command stopped in the guest in {:.3} s",
+                    vm.name,
+                    t0.elapsed().as_secs_f64()
+                );
+                vm.shell_held = false;
+                true
+            }
+            Ok(None) => {
+                vm.shell().abandon();
+                vm.shell_wedged = Some(format!(
+                    "the backdoor shell is wedged: it did not answer within {limit:?} the interrupt \
+                     sent after a command timed out"
+                ));
+                false
+            }
+            _ => {
+                vm.shell().abandon();
+                false
+            }
+        }
     }
 
     /// Queues bytes for machine `i`'s monitor and writes what the socket takes now.
@@ -821,7 +905,7 @@ fn serve_lines<S: Read + mio::event::Source>(
     registry: &mio::Registry,
     slot: &mut Option<S>,
     lines: &mut Console,
-    emit: impl Fn(&str),
+    mut emit: impl FnMut(&str),
 ) {
     let Some(stream) = slot.as_mut() else {
         return;

@@ -57,6 +57,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
 /// about this much slower than under KVM here (systemd guest to backdoor: ≈18 s against ≈3 s).
 pub const TCG_TIMEOUT_FACTOR: f64 = 5.0;
 
+/// Most output one command may return by default: beyond it the command is stopped, so memory
+/// stays bounded whatever the guest prints.
+pub const MAX_OUTPUT: usize = 64 << 20;
+
 /// How a [`Driver`] is set up; `Options::default()` is what [`Driver::new`] does.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -72,6 +76,9 @@ pub struct Options {
     /// Keep each machine "booted and ready" here after its first boot, and start later runs of the
     /// same machine (same start command, inputs and network) from that snapshot instead of booting.
     pub snapshot_cache: Option<PathBuf>,
+    /// Most output one command may return (bytes); a command printing more is stopped and fails.
+    /// `None`: [`MAX_OUTPUT`] (64 MiB).
+    pub max_output: Option<usize>,
 }
 
 /// Errors of the driver API.
@@ -134,6 +141,28 @@ pub enum Error {
         machine: String,
         /// What was seen.
         reason: String,
+    },
+    /// The backdoor shell stopped answering (see the reason); commands fail at once until it returns.
+    #[error("machine {machine}: {reason}")]
+    ShellWedged {
+        /// The machine.
+        machine: String,
+        /// Since when and why.
+        reason: String,
+    },
+    /// A command printed more than the driver keeps in memory for one command.
+    #[error("machine {machine}: the output of `{command}` exceeded {} MiB, so {outcome}; its last output:\n{last}", limit >> 20)]
+    OutputTooLarge {
+        /// The machine.
+        machine: String,
+        /// The command, shortened.
+        command: String,
+        /// The limit in bytes.
+        limit: usize,
+        /// Whether the command was stopped.
+        outcome: String,
+        /// The end of what it printed.
+        last: String,
     },
     /// The command cannot be sent (e.g. it contains a NUL byte).
     #[error("machine {machine}: cannot send command")]
@@ -335,6 +364,7 @@ impl Driver {
         let mut core = Core::new(root, accel)?;
         core.timeout_factor = factor;
         core.output_dir = options.output_dir.clone();
+        core.max_output = options.max_output.unwrap_or(MAX_OUTPUT);
         if let Some(cache) = &options.snapshot_cache {
             std::fs::create_dir_all(cache).map_err(|source| Error::Io {
                 what: format!("creating the snapshot cache {}", cache.display()),

@@ -2,13 +2,23 @@
 
 use crate::activity::Step;
 use crate::core::Core;
-use crate::{Error, DEFAULT_TIMEOUT};
+use crate::{Error, StartCommand, DEFAULT_TIMEOUT};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// How long to keep reading QEMU's stderr and console after it exited, so errors show its last words.
 const SETTLE: Duration = Duration::from_millis(500);
+/// How long a start script may take to start QEMU (not scaled: no guest code runs before it).
+const QEMU_START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How waiting for the backdoor shell ended.
+enum Boot {
+    Connected,
+    Exited,
+    NoQemu,
+}
+
 /// How much of a command's output a timeout error shows.
 const LAST_OUTPUT: usize = 2000;
 
@@ -138,16 +148,32 @@ impl Machine {
             let got = core.run_until(t0 + timeout, |core| {
                 let vm = &core.vms[i];
                 if vm.shell_connected() {
-                    Some(true)
+                    Some(Boot::Connected)
                 } else if vm.exit.is_some() || !vm.shell_events.is_empty() {
                     // Exited, or the shell channel closed before its banner.
-                    Some(false)
+                    Some(Boot::Exited)
+                } else if t0.elapsed() > QEMU_START_LIMIT && !core.monitor_connected(i) {
+                    // QEMU connects to its monitor within milliseconds of starting.
+                    Some(Boot::NoQemu)
                 } else {
                     None
                 }
             })?;
             match got {
-                Some(true) => {
+                Some(Boot::NoQemu) => {
+                    let what = format!(
+                        "nothing connected to the monitor socket within {QEMU_START_LIMIT:?} of \
+                         starting {}: it did not start QEMU, or not with the options the driver \
+                         passes in QEMU_OPTS",
+                        match &core.vms[i].start {
+                            StartCommand::Script(path) =>
+                                format!("start script {}", path.display()),
+                            StartCommand::Builtin(_) => "QEMU".into(),
+                        }
+                    );
+                    Err(self.gone(&mut core, &what))
+                }
+                Some(Boot::Connected) => {
                     let since_start = core.vms[i].started_at.map(|s| s.elapsed());
                     let recorder = core.activity.recorder();
                     let event = crate::record::MachineEvent::Connected { t: recorder.now() };
@@ -173,7 +199,7 @@ impl Machine {
                     }
                     Ok(())
                 }
-                Some(false) => {
+                Some(Boot::Exited) => {
                     Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected"))
                 }
                 None => Err(Error::Timeout {
@@ -250,17 +276,34 @@ impl Machine {
             self.connect()?;
             let mut core = self.core.borrow_mut();
             let i = self.i;
+            if let Some(reason) = &core.vms[i].shell_wedged {
+                return Err(Error::ShellWedged {
+                    machine: self.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
             let bytes = self.frame(&mut core, command)?;
             if !core.write_shell(i, &bytes) {
                 return Err(Error::NotRunning(self.name.clone()));
             }
             let t0 = Instant::now();
             let mut out = Vec::new();
+            let mut overflow = false;
             let done = core.run_until(t0 + timeout, |core| {
                 let vm = &mut core.vms[i];
+                if vm.panicked.is_some() {
+                    return Some(Err(None));
+                }
                 while let Some(e) = vm.shell_events.pop_front() {
                     match e {
-                        guest_shell::Event::Output(b) => out.extend_from_slice(&b),
+                        guest_shell::Event::Output(b) => {
+                            if out.len() + b.len() > core.max_output {
+                                // Bounded memory: the rest of an endless output is not kept.
+                                overflow = true;
+                                return Some(Err(None));
+                            }
+                            out.extend_from_slice(&b)
+                        }
                         guest_shell::Event::Exited { status } => {
                             vm.shell_held = false;
                             return Some(Ok(status));
@@ -289,6 +332,20 @@ impl Machine {
                 Ok(done) => done,
             };
             let shown = || tail_text(&out, LAST_OUTPUT);
+            if overflow {
+                let outcome = if core.interrupt_command(i) {
+                    "it was stopped in the guest"
+                } else {
+                    "it could not be stopped: the shell does not answer"
+                };
+                return Err(Error::OutputTooLarge {
+                    machine: self.name.clone(),
+                    command: command_text(command),
+                    limit: core.max_output,
+                    outcome: outcome.into(),
+                    last: shown(),
+                });
+            }
             match done {
                 Some(Ok(status)) => {
                     log::debug!(
@@ -297,6 +354,15 @@ impl Machine {
                         t0.elapsed().as_secs_f64()
                     );
                     Ok((status, out))
+                }
+                Some(Err(None)) if core.vms[i].panicked.is_some() => {
+                    core.vms[i].abandon_command();
+                    let what = format!(
+                        "while running `{}`; its output so far:\n{}",
+                        command_text(command),
+                        shown()
+                    );
+                    Err(self.gone(&mut core, &what))
                 }
                 Some(Err(None)) => {
                     let what = format!(
@@ -311,10 +377,14 @@ impl Machine {
                     reason,
                 }),
                 None => {
-                    core.vms[i].abandon_command();
+                    let outcome = if core.interrupt_command(i) {
+                        "stopped in the guest"
+                    } else {
+                        "could not be stopped: the shell does not answer"
+                    };
                     Err(Error::Timeout {
                         machine: self.name.clone(),
-                        what: format!("command `{}` to finish", command_text(command)),
+                        what: format!("command `{}` to finish ({outcome})", command_text(command)),
                         after: timeout,
                         last: shown(),
                     })
@@ -743,9 +813,13 @@ impl Machine {
 
     pub(crate) fn gone(&self, core: &mut Core, what: &str) -> Error {
         settle(core, self.i);
+        let what = match &core.vms[self.i].panicked {
+            Some(line) => format!("the guest kernel panicked ({line}) {what}"),
+            None => what.to_string(),
+        };
         Error::MachineGone {
             machine: self.name.clone(),
-            what: what.to_string(),
+            what,
             context: core.vms[self.i].context(crate::context::CONSOLE_LINES),
         }
     }

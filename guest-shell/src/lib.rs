@@ -5,16 +5,20 @@
 //! the shell does all the work with builtins and one subshell:
 //!
 //! ```text
-//! printf '\036B<nonce>\036'; ( . /proc/self/fd/3 ) </dev/null 3<<'vmtd_<nonce>'
+//! printf '\036B<nonce>\036'; ( trap 'printf "\036E<nonce> %d\036" "$?"' EXIT; . /proc/self/fd/3 ) </dev/null 3<<'vmtd_<nonce>' &
 //! <command text, verbatim>
 //! vmtd_<nonce>
-//! printf '\036E<nonce> %d\036' "$?"
+//! vmtd_job=$!
 //! ```
 //!
 //! - the command text is never re-quoted: a quoted here-document passes it byte for byte, and `.` parses it
 //!   as a script of its own, so comments, heredocs, unbalanced quotes in strings and `exit N` all work;
 //! - the subshell keeps `exit` and `cd` from touching the backdoor shell, and `</dev/null` keeps `cat` from
-//!   eating the protocol;
+//!   eating the protocol; its EXIT trap writes the end marker with the command's status, `exit N` included;
+//! - the subshell runs in the background, so the backdoor shell keeps reading while a command runs:
+//!   [`Session::interrupt`] can then stop a command that outlived its timeout (the process tree under
+//!   `$vmtd_job`, found in `/proc`) and the shell is usable again. A command killed by a signal its
+//!   subshell cannot trap (SIGKILL) writes no end marker; the caller's timeout covers that;
 //! - output is the command's stdout as it arrives, between a start and an end marker carrying a fresh
 //!   random nonce, so background jobs (`sleep 100 &`) do not hold the command open, late output of earlier
 //!   commands is told apart ([`Event::Stray`]), and output may contain any bytes, even old markers;
@@ -43,6 +47,20 @@ use std::fmt;
 
 /// The line a NixOS-compatible guest prints on the backdoor channel once its root shell is ready.
 pub const BANNER: &[u8] = b"Spawning backdoor root shell...";
+
+/// Stops the process tree of the last command (`$vmtd_job`). POSIX sh with /proc only: each process
+/// is stopped before its children are looked up, so the tree cannot grow while it is walked. The
+/// field after the `(comm)` of /proc/PID/stat (which may hold spaces) is the state, then the ppid.
+const INTERRUPT: &[u8] = br#"vmtd_stop() {
+  kill -STOP "$1" 2>/dev/null || return 0
+  for vmtd_s in /proc/[0-9]*/stat; do
+    read -r vmtd_l < "$vmtd_s" 2>/dev/null || continue
+    case " ${vmtd_l##*) }" in " "?" $1 "*) vmtd_s=${vmtd_s%/stat}; vmtd_stop "${vmtd_s#/proc/}" ;; esac
+  done
+  kill -KILL "$1" 2>/dev/null
+}
+[ -n "$vmtd_job" ] && vmtd_stop "$vmtd_job"
+true"#;
 
 /// Longest exit status we accept: a shell reports 0..=255, three digits.
 const MAX_STATUS_DIGITS: usize = 3;
@@ -195,18 +213,18 @@ impl Session {
         let mut out = Vec::with_capacity(cmd.len() + 200);
         out.extend_from_slice(b"printf '\\036B");
         out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b"\\036'; ( . /proc/self/fd/3 ) </dev/null 3<<'vmtd_");
+        out.extend_from_slice(b"\\036'; ( trap 'printf \"\\036E");
         out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b"'\n");
+        out.extend_from_slice(b" %d\\036\" \"$?\"' EXIT; . /proc/self/fd/3 ) </dev/null 3<<'vmtd_");
+        out.extend_from_slice(nonce.as_bytes());
+        out.extend_from_slice(b"' &\n");
         out.extend_from_slice(cmd);
         if !cmd.ends_with(b"\n") {
             out.push(b'\n');
         }
         out.extend_from_slice(b"vmtd_");
         out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b"\nprintf '\\036E");
-        out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b" %d\\036' \"$?\"\n");
+        out.extend_from_slice(b"\nvmtd_job=$!\n");
 
         self.start_marker = [b"\x1eB", nonce.as_bytes(), b"\x1e"].concat();
         self.end_marker = [b"\x1eE", nonce.as_bytes(), b" "].concat();
@@ -224,6 +242,15 @@ impl Session {
             self.push_stray(rest);
             self.state = State::Idle;
         }
+    }
+
+    /// Abandons the running command and frames one that stops it in the guest: the command's subshell
+    /// and every process under it get SIGSTOP (so none forks anew), then SIGKILL. The returned bytes
+    /// are a command like any other: its [`Event::Exited`] says the shell is free again.
+    #[must_use = "the returned bytes must be written to the backdoor channel"]
+    pub fn interrupt(&mut self) -> Result<Vec<u8>, Error> {
+        self.abandon();
+        self.command(INTERRUPT)
     }
 
     /// Takes up a shell that printed its banner to an earlier session, idle between commands (a
@@ -456,10 +483,11 @@ mod tests {
         let mut s = connected(0x2a);
         let bytes = s.command(b"echo hi # c").unwrap();
         let want = format!(
-            "printf '\\036B{N}\\036'; ( . /proc/self/fd/3 ) </dev/null 3<<'vmtd_{N}'\n\
+            "printf '\\036B{N}\\036'; ( trap 'printf \"\\036E{N} %d\\036\" \"$?\"' EXIT; \
+             . /proc/self/fd/3 ) </dev/null 3<<'vmtd_{N}' &\n\
              echo hi # c\n\
              vmtd_{N}\n\
-             printf '\\036E{N} %d\\036' \"$?\"\n"
+             vmtd_job=$!\n"
         );
         assert_eq!(String::from_utf8(bytes).unwrap(), want);
     }
@@ -485,7 +513,7 @@ mod tests {
         let bytes = s.command(b"true\n").unwrap();
         assert!(String::from_utf8(bytes)
             .unwrap()
-            .contains(&format!("'vmtd_{N}'\ntrue\nvmtd_{N}\n")));
+            .contains(&format!("'vmtd_{N}' &\ntrue\nvmtd_{N}\n")));
     }
 
     #[test]

@@ -291,7 +291,12 @@ fn shell_exit_is_reported_as_closed() {
     // Not via `exit` (the subshell absorbs it): kill the shell, as a guest powering off would.
     // `$$` is the backdoor shell itself, even inside the command's subshell.
     let mut g = Guest::start(&["sh"], 99);
-    let bytes = g.session.command(b"echo partial; kill -9 $$").unwrap();
+    // The command's subshell runs in the background: kill it too (`sh -c`'s parent), or it would
+    // still write its end marker.
+    let bytes = g
+        .session
+        .command(b"echo partial; kill -9 $$; sh -c 'kill -9 $PPID'")
+        .unwrap();
     g.sock.write_all(&bytes).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut events = Vec::new();
@@ -308,6 +313,74 @@ fn shell_exit_is_reported_as_closed() {
             }
         ]
     );
+}
+
+/// Whether a process whose command line contains `needle` is alive (not a zombie) on the host.
+fn alive(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let mut cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        cmdline
+            .iter_mut()
+            .filter(|b| **b == 0)
+            .for_each(|b| *b = b' ');
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains(needle) && !stat.contains(") Z ")
+    })
+}
+
+#[test]
+fn interrupt_stops_the_whole_command_and_frees_the_shell() {
+    each_shell(|sh, g| {
+        // Endless output, a pipeline and a background grandchild: all must go.
+        let cmd = "sleep 4321 & sh -c 'sleep 4322' & yes | cat";
+        let bytes = g.session.command(cmd.as_bytes()).unwrap();
+        g.sock.write_all(&bytes).unwrap();
+        let t0 = Instant::now();
+        let mut flood = 0;
+        while t0.elapsed() < Duration::from_millis(500) {
+            g.read_some(t0 + Duration::from_secs(5));
+            while let Some(e) = g.session.poll_event() {
+                match e {
+                    Event::Output(b) => flood += b.len(),
+                    other => panic!("{sh}: unexpected {other:?}"),
+                }
+            }
+        }
+        assert!(flood > 0, "{sh}: no output from yes");
+        assert!(alive("sleep 4321") && alive("sleep 4322"), "{sh}");
+        let bytes = g.session.interrupt().unwrap();
+        g.sock.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match g.session.poll_event() {
+                Some(Event::Exited { status }) => {
+                    assert_eq!(status, 0, "{sh}");
+                    break;
+                }
+                Some(Event::Output(_) | Event::Stray(_)) => {}
+                Some(other) => panic!("{sh}: unexpected {other:?}"),
+                None => g.read_some(deadline),
+            }
+        }
+        eprintln!(
+            "{sh}: interrupted in {:?}",
+            t0.elapsed() - Duration::from_millis(500)
+        );
+        let r = g.run("echo ok");
+        assert_eq!((r.out.as_slice(), r.status), (&b"ok\n"[..], 0), "{sh}");
+        assert!(
+            !alive("sleep 4321") && !alive("sleep 4322"),
+            "{sh}: left running"
+        );
+        // With nothing running, an interrupt is harmless.
+        let bytes = g.session.interrupt().unwrap();
+        g.sock.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(g.session.poll_event(), Some(Event::Exited { status: 0 })) {
+            g.read_some(deadline);
+        }
+        ok(g, "echo still", b"still\n", sh);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
