@@ -336,9 +336,17 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
     let cases = script::Cases::new(shown);
     let engine = script::engine(&driver, &cases, out);
     let mut scope = script::scope(&driver);
-    let ast = engine
-        .compile_with_scope(&scope, &source)
-        .map_err(|e| Failure::Setup(anyhow::anyhow!("{}: {e}", shown.display())))?;
+    let ast = engine.compile_with_scope(&scope, &source).map_err(|e| {
+        // file:line:column first, as runtime errors are shown.
+        let at = e.position();
+        Failure::Setup(anyhow::anyhow!(
+            "{}:{}:{}: syntax error: {}",
+            shown.display(),
+            at.line().unwrap_or(0),
+            at.position().unwrap_or(0),
+            e.err_type()
+        ))
+    })?;
     if let Some(t) = args.global_timeout {
         driver.set_global_timeout(Duration::from_secs_f64(t));
     }
@@ -365,7 +373,7 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
         panicked = true;
         Err(format!(
             "internal error: the driver panicked: {}",
-            panic_message(&payload)
+            panic_message(&*payload)
         )
         .into())
     })

@@ -583,6 +583,11 @@ fn innermost(e: &EvalAltResult) -> (String, Position) {
     let message = match inner {
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         EvalAltResult::ErrorTerminated(v, _) => v.to_string(),
+        // Most often a machine name that no start script gave.
+        EvalAltResult::ErrorVariableNotFound(name, _) => format!(
+            "Variable not found: {name} (no machine or variable of that name; a start script \
+             run-<name>-vm makes a machine <name>)"
+        ),
         other => {
             let text = other.to_string();
             let suffix = format!(" ({})", inner.position());

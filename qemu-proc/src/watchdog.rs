@@ -23,7 +23,7 @@ while read -r op; do
     -*) gone=${op#-}; keep=; for p; do [ "$p" = "$gone" ] || keep="$keep $p"; done; set -- $keep ;;
   esac
 done
-for p; do kill -KILL -- "-$p" 2>/dev/null; done
+for p; do kill -s KILL -- "-$p" 2>/dev/null; done
 "#;
 
 static WATCHDOG: Lazy<Mutex<Option<ChildStdin>>> = Lazy::new(|| Mutex::new(start()));
