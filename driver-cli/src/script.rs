@@ -351,6 +351,13 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     e.register_fn("forward_port", |m: &mut Machine, host: i64, guest: i64| {
         m.forward_port(port(host)?, port(guest)?).map_err(err)
     });
+    e.register_fn(
+        "forward_port",
+        |m: &mut Machine, host: i64, guest: i64, address: &str| {
+            m.forward_port_on(address, port(host)?, port(guest)?)
+                .map_err(err)
+        },
+    );
     e.register_fn("wait_for_console_text", |m: &mut Machine, r: &str| {
         m.wait_for_console_text(r, None).map_err(err)
     });

@@ -165,13 +165,12 @@ pub enum Error {
         last: String,
     },
     /// The command cannot be sent (e.g. it contains a NUL byte).
-    #[error("machine {machine}: cannot send command")]
+    #[error("machine {machine}: cannot send the command: {reason}")]
     BadCommand {
         /// The machine.
         machine: String,
         /// Why.
-        #[source]
-        source: guest_shell::Error,
+        reason: guest_shell::Error,
     },
     /// The monitor refused a command or desynchronised.
     #[error("machine {machine}: monitor: {reason}")]

@@ -786,9 +786,9 @@ impl Machine {
                     machine: self.name.clone(),
                     reason: "an earlier command desynchronised the channel".into(),
                 },
-                source => Error::BadCommand {
+                reason => Error::BadCommand {
                     machine: self.name.clone(),
-                    source,
+                    reason,
                 },
             })
     }

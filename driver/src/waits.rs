@@ -539,8 +539,33 @@ impl Machine {
     /// # }
     /// ```
     pub fn forward_port(&self, host_port: u16, guest_port: u16) -> Result<(), Error> {
+        self.forward_port_on("127.0.0.1", host_port, guest_port)
+    }
+
+    /// [`forward_port`](Self::forward_port) listening on the host address `address` instead of
+    /// loopback (an IPv4 address; `0.0.0.0` exposes the guest port to the network, so ask for it only
+    /// when other hosts must reach it).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.forward_port_on("0.0.0.0", 8081, 80)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forward_port_on(
+        &self,
+        address: &str,
+        host_port: u16,
+        guest_port: u16,
+    ) -> Result<(), Error> {
+        // Checked here: anything else would reach HMP's own parser, or inject a second option.
+        if address.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(Error::BadOption(format!(
+                "forward_port: {address:?} is not an IPv4 address to listen on"
+            )));
+        }
         self.monitor_expect_silence(&format!(
-            "hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"
+            "hostfwd_add tcp:{address}:{host_port}-:{guest_port}"
         ))
     }
 }

@@ -175,6 +175,54 @@ fn guest_faults_are_reported_quickly_and_spare_the_other_machines() {
     // The machine not at fault is unaffected.
     assert_eq!(a.succeed("echo still-here").unwrap(), "still-here\n");
 
+    // Files of any bytes under any names, both ways; no name is run as shell code.
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let names = [
+        "with space",
+        "quo'te\"s",
+        "new\nline",
+        "-leading-dash",
+        "$(touch /tmp/pwned)",
+        "`touch /tmp/pwned`",
+        "*glob?[x]",
+        "back\\slash",
+        "tab\there",
+        "ünïcødé",
+    ];
+    for name in names {
+        let target = format!("/tmp/copy/{name}");
+        a.write_file(&target, &bytes).unwrap();
+        assert_eq!(a.copy_from_vm(&target).unwrap(), bytes, "{name:?}");
+    }
+    let host = dir.join("host 'file\"\n-x");
+    std::fs::write(&host, &bytes).unwrap();
+    a.copy_from_host(&host, "/tmp/copy/-from host\n").unwrap();
+    assert_eq!(
+        a.copy_from_machine("/tmp/copy/-from host\n").unwrap(),
+        bytes
+    );
+    let count = "n=0; for f in /tmp/copy/*; do n=$((n + 1)); done; echo $n";
+    assert_eq!(a.succeed(count).unwrap(), format!("{}\n", names.len() + 1));
+    a.fail("test -e /tmp/pwned").unwrap();
+    // NUL cannot be in a file name: a clear error, nothing sent.
+    let err = a.write_file("/tmp/nul\0name", b"x").unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+
+    // Forwarded ports listen on loopback unless another address is asked for.
+    let err = a.forward_port_on("0.0.0.0:1 -x", 1, 80).unwrap_err();
+    assert!(err.to_string().contains("not an IPv4 address"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    a.forward_port(port, 80).unwrap();
+    a.forward_port_on("0.0.0.0", port + 1, 80).unwrap();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let listens = |addr: &str| tcp.lines().any(|l| l.contains(addr) && l.contains(" 0A "));
+    assert!(listens(&format!("0100007F:{port:04X}")), "{tcp}");
+    assert!(listens(&format!("00000000:{:04X}", port + 1)), "{tcp}");
+
     // A wedged shell (stopped by a command): the next command times out, the interrupt gets no
     // answer, and from then on commands fail at once instead of each waiting out its timeout.
     a.succeed("kill -STOP $$").unwrap();
