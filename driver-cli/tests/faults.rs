@@ -48,13 +48,6 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-fn names_of(pids: &[i32]) -> Vec<String> {
-    pids.iter()
-        .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
-        .map(|c| c.trim().to_string())
-        .collect()
-}
-
 #[test]
 fn sigkill_in_mid_test_leaves_no_qemu_and_no_switch() {
     let dir = scratch("faults-sigkill");

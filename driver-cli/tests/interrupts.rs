@@ -61,7 +61,13 @@ fn stopped_by(signal: Signal, name: &str) {
     let script = waiting_script(&dir);
     let report = dir.join("report");
     let mut child = Command::new(BIN)
-        .args(["--keep-vm-state", "--report", report.to_str().unwrap()])
+        .args([
+            "--keep-vm-state",
+            "--vlans",
+            "1",
+            "--report",
+            report.to_str().unwrap(),
+        ])
         .args(["--start-scripts", &tiny(), "--", &script])
         .stderr(Stdio::piped())
         .spawn()
@@ -70,6 +76,11 @@ fn stopped_by(signal: Signal, name: &str) {
     let mut child = Running(child);
     let child = &mut child.0;
     err.wait_for("tiny: waiting for file /never", 0);
+    let running = names_of(&processes_mentioning(&state_dir(&err.text())));
+    assert!(
+        running.iter().any(|n| n == "vde_switch"),
+        "the VLAN's switch is not running: {running:?}"
+    );
     let t0 = Instant::now();
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let code = wait_exit(child, Duration::from_secs(20));

@@ -147,3 +147,11 @@ pub fn waiting_script(dir: &std::path::Path) -> String {
     .unwrap();
     script.to_str().unwrap().to_string()
 }
+
+/// The command names (`comm`) of `pids`.
+pub fn names_of(pids: &[i32]) -> Vec<String> {
+    pids.iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+        .map(|c| c.trim().to_string())
+        .collect()
+}
