@@ -1,4 +1,5 @@
-//! A sans-IO codec for QEMU 7.2's human monitor protocol (HMP) on `-monitor unix:PATH`.
+//! A sans-IO codec for QEMU 7.2's human monitor protocol (HMP) on `-monitor unix:PATH`; the
+//! machine protocol (QMP, `-qmp unix:PATH`) has its own codec of the same shape in [`qmp`].
 //!
 //! What travels on the wire (see `tests/data/*.out`, captured from a real QEMU 7.2 by
 //! `tests/data/capture.py`):
@@ -57,6 +58,8 @@
 #![warn(missing_docs)]
 
 use std::collections::VecDeque;
+
+pub mod qmp;
 
 /// The prompt QEMU prints when it waits for a command.
 pub const PROMPT: &str = "(qemu) ";
