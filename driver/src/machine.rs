@@ -267,10 +267,45 @@ impl Machine {
         self.run_command(command, self.limit(Some(timeout)))
     }
 
+    /// Runs `command` and passes its output to `sink` as it arrives, keeping none of it (only the
+    /// end, for error messages): for outputs of any size. Returns the exit status.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let mut bytes = 0;
+    /// let status = vm.execute_streaming(
+    ///     "cat /dev/vda",
+    ///     std::time::Duration::from_secs(600),
+    ///     |chunk| bytes += chunk.len(),
+    /// )?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn execute_streaming(
+        &self,
+        command: &str,
+        timeout: Duration,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<i32, Error> {
+        let limit = self.limit(Some(timeout));
+        let (status, _) = self.run_command_with(command.as_bytes(), limit, Some(&mut sink))?;
+        Ok(status)
+    }
+
     pub(crate) fn run_command(
         &self,
         command: &[u8],
         timeout: Duration,
+    ) -> Result<(i32, Vec<u8>), Error> {
+        self.run_command_with(command, timeout, None)
+    }
+
+    /// Runs `command`; its output is returned, or given to `sink` (then only its end is kept).
+    fn run_command_with(
+        &self,
+        command: &[u8],
+        timeout: Duration,
+        mut sink: Option<&mut dyn FnMut(&[u8])>,
     ) -> Result<(i32, Vec<u8>), Error> {
         self.explained(None, || {
             self.connect()?;
@@ -296,6 +331,15 @@ impl Machine {
                 }
                 while let Some(e) = vm.shell_events.pop_front() {
                     match e {
+                        guest_shell::Event::Output(b) if sink.is_some() => {
+                            if let Some(sink) = sink.as_mut() {
+                                sink(&b);
+                            }
+                            out.extend_from_slice(&b);
+                            if out.len() > 2 * LAST_OUTPUT {
+                                out.drain(..out.len() - LAST_OUTPUT);
+                            }
+                        }
                         guest_shell::Event::Output(b) => {
                             if out.len() + b.len() > core.max_output {
                                 // Bounded memory: the rest of an endless output is not kept.

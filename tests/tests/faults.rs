@@ -99,6 +99,15 @@ fn guest_faults_are_reported_quickly_and_spare_the_other_machines() {
     a.fail("pidof yes").unwrap();
     assert_eq!(a.succeed("echo usable").unwrap(), "usable\n");
 
+    // Streamed output is not kept: 3 MB pass the 1 MiB limit.
+    let mut streamed = 0;
+    let status = a
+        .execute_streaming("head -c 3000000 /dev/zero", secs(60), |b| {
+            streamed += b.len()
+        })
+        .unwrap();
+    assert_eq!((status, streamed), (0, 3_000_000));
+
     // A slow endless output within the limit: the timeout stops it.
     let t0 = Instant::now();
     let err = a
