@@ -99,9 +99,11 @@ impl Machine {
         })?;
         let _step = self.step(format!("waiting for text /{regex}/ on the screen"));
         let t0 = Instant::now();
-        self.retry(
+        // OCR runs on the host; the guest only answers screendump.
+        self.retry_paced(
             &format!("text /{regex}/ on the screen"),
             self.limit(timeout),
+            0,
             |left, last| {
                 let screen = self.screen_within(left)?;
                 // The main variant first: most waits end there, at a third of the cost.

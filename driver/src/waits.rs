@@ -8,9 +8,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// First pause between two tries of a polling wait; it grows to [`MAX_RETRY_DELAY`], so a condition
-/// that turns true soon is seen within milliseconds and a long wait costs the guest little.
+/// that turns true soon is seen within milliseconds.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
-const MAX_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Longest pause: a condition is seen about half of it (plus one try) after it turns true.
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(60);
+/// A try costs the guest at most what it took; pausing this many times as long keeps a wait's
+/// guest CPU use under 10 %, however costly the try (`systemctl` under TCG, say).
+pub(crate) const POLL_DUTY: u32 = 9;
+/// Longest pause the pacing asks for: a try that is slow because the guest is busy (booting, say)
+/// rather than costly must not stretch the wait.
+const MAX_PACED_DELAY: Duration = Duration::from_secs(1);
 /// Console lines shown when a console wait times out.
 const CONSOLE_CONTEXT: usize = 20;
 
@@ -26,6 +33,18 @@ impl Machine {
         &self,
         what: &str,
         timeout: Duration,
+        attempt: impl FnMut(Duration, &mut String) -> Result<Option<T>, Error>,
+    ) -> Result<T, Error> {
+        self.retry_paced(what, timeout, POLL_DUTY, attempt)
+    }
+
+    /// [`retry`](Self::retry), pausing at least `duty` times as long as the last try took (0 for
+    /// tries that cost the guest nothing, such as OCR on the host).
+    pub(crate) fn retry_paced<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        duty: u32,
         mut attempt: impl FnMut(Duration, &mut String) -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
         self.explained(None, || {
@@ -34,9 +53,11 @@ impl Machine {
             let mut last = String::new();
             loop {
                 let left = timeout.saturating_sub(t0.elapsed());
+                let tried = Instant::now();
                 if let Some(v) = attempt(left.max(Duration::from_secs(1)), &mut last)? {
                     return Ok(v);
                 }
+                let cost = tried.elapsed();
                 let left = timeout.saturating_sub(t0.elapsed());
                 if left.is_zero() {
                     return Err(Error::Timeout {
@@ -46,7 +67,8 @@ impl Machine {
                         last,
                     });
                 }
-                self.idle(delay.min(left))?;
+                let paced = (cost * duty).min(MAX_PACED_DELAY);
+                self.idle(delay.max(paced).min(left))?;
                 delay = (delay * 3 / 2).min(MAX_RETRY_DELAY);
             }
         })
@@ -184,8 +206,22 @@ impl Machine {
         // port when stdin is empty. Messages are kept so a reason other than "not yet" (a name that
         // does not resolve, no nc) shows up in the timeout error.
         let a = sh_quote(addr);
+        // For a port of this machine, first ask with builtins only (no process) whether anything
+        // listens on it at all: until something does, a try costs one subshell, not two to four `nc`s.
+        let local = matches!(addr, "localhost" | "127.0.0.1" | "::1");
+        let listening = if local {
+            format!(
+                "seen=0; l=1\n\
+                 for f in /proc/net/tcp /proc/net/tcp6; do [ -r \"$f\" ] || continue; seen=1\n\
+                 while read -r _ la _ st _; do case \"$la $st\" in *:{port:04X}\\ 0A) l=0;; esac\n\
+                 done < \"$f\"; done\n\
+                 if [ $seen = 1 ] && [ $l = 1 ]; then echo 'nothing listens on port {port}'; exit 1; fi\n"
+            )
+        } else {
+            String::new()
+        };
         let cmd = format!(
-            "o=$(nc -z -w 1 {a} {port} 2>&1) && exit 0\n\
+            "{listening}o=$(nc -z -w 1 {a} {port} 2>&1) && exit 0\n\
              case \"$o\" in *'invalid option'*|*'illegal option'*)\n\
              nc -w 1 {a} {port} </dev/null >/dev/null 2>&1 && exit 0\n\
              o=\"$(nc -w 1 {a} {port} </dev/null 2>&1)\";;\nesac\necho \"$o\"; exit 1"

@@ -1,0 +1,543 @@
+//! The speed goals of the driver, each measured beside its reference in one run, under the
+//! accelerator the machine offers (TCG here), printed as one table:
+//!
+//! - command round trip: `succeed("true")` against `( true ) </dev/null; echo tag $?` written
+//!   straight to the same guest's backdoor shell over a plain socket (a second copy of the tiny guest
+//!   started by this program, without the driver), interleaved;
+//! - wait reaction: how long after a condition turned true each wait returned (both read off the
+//!   guest's clock) and the guest's CPU use during the wait;
+//! - boot: `start()` to backdoor ready, against QEMU run by this program on the same start script,
+//!   timing the banner, interleaved;
+//! - throughput: 100 MB of command output through `execute_streaming` against the same command
+//!   written to the raw shell, and the driver's memory meanwhile;
+//! - scale: 16 tiny guests on one VLAN pinging each other; the driver's RSS and CPU while they idle.
+//!
+//! `cargo bench -p tests --bench performance` (about five minutes here).
+
+use driver::{Driver, Machine, Options, StartCommand};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BANNER: &[u8] = b"Spawning backdoor root shell...";
+const ROUND_TRIPS: usize = 200;
+const WAIT_REPEATS: usize = 5;
+const BOOTS: usize = 3;
+const OUTPUT_BYTES: usize = 100_000_000;
+const SCALE: usize = 16;
+
+/// One line of the table.
+struct Row {
+    goal: String,
+    measured: String,
+    reference: String,
+    ratio: String,
+    target: String,
+    pass: bool,
+}
+
+/// The tiny guest started by this program, its backdoor shell on a socket we hold.
+struct RawGuest {
+    child: Child,
+    sock: UnixStream,
+    dir: PathBuf,
+    booted: Duration,
+}
+
+impl RawGuest {
+    fn start(script: &Path, n: usize) -> RawGuest {
+        let dir = std::env::temp_dir().join(format!("vmtd-bench-raw-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shell");
+        // The guest's backdoor takes the org.vmtd.backdoor port when there is one, as with the driver.
+        let opts = format!(
+            "-machine accel={} -display none -serial null -monitor none \
+             -chardev null,id=con -device virtio-serial -device virtconsole,chardev=con \
+             -chardev socket,id=raw,path={},server=on,wait=off \
+             -device virtserialport,chardev=raw,name=org.vmtd.backdoor",
+            accel(),
+            path.display()
+        );
+        let t0 = Instant::now();
+        let child = Command::new(script)
+            .env("QEMU_OPTS", opts)
+            .env("TMPDIR", &dir)
+            .env("USE_TMPDIR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let sock = loop {
+            if let Ok(s) = UnixStream::connect(&path) {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "no raw socket");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let mut guest = RawGuest {
+            child,
+            sock,
+            dir,
+            booted: Duration::ZERO,
+        };
+        guest.read_until(BANNER, |_| {});
+        guest.booted = t0.elapsed();
+        guest
+    }
+
+    /// Reads until `end` was seen; everything read before goes to `each` (bytes).
+    fn read_until(&mut self, end: &[u8], mut each: impl FnMut(usize)) {
+        let mut buf = vec![0u8; 65536];
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let n = self.sock.read(&mut buf).unwrap();
+            assert!(n > 0, "raw guest closed its shell");
+            each(n);
+            tail.extend_from_slice(&buf[..n]);
+            if tail.windows(end.len()).any(|w| w == end) {
+                return;
+            }
+            let keep = tail.len().saturating_sub(end.len());
+            tail.drain(..keep);
+        }
+    }
+
+    fn round_trip(&mut self, cmd: &str) -> Duration {
+        let t0 = Instant::now();
+        self.sock
+            .write_all(format!("( {cmd} ) </dev/null; echo tag $?\n").as_bytes())
+            .unwrap();
+        self.read_until(b"tag 0\n", |_| {});
+        t0.elapsed()
+    }
+}
+
+impl Drop for RawGuest {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn accel() -> &'static str {
+    match qemu_proc::probe_accel().unwrap().accel {
+        qemu_proc::Accel::Kvm => "kvm",
+        _ => "tcg",
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// This process's resident set and peak, in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 of stat (utime, stime), counted after the command name.
+    let ticks = f[11] + f[12];
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The guest's (busy, total) CPU jiffies so far.
+fn guest_cpu(vm: &Machine) -> (u64, u64) {
+    let line = vm.succeed("head -1 /proc/stat").unwrap();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle + iowait
+    (total - v[3] - v.get(4).copied().unwrap_or(0), total)
+}
+
+fn uptime(vm: &Machine, file: &str) -> (f64, f64) {
+    let out = vm
+        .succeed(&format!("cat {file}; cut -d' ' -f1 /proc/uptime"))
+        .unwrap();
+    let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+/// Runs `wait` `WAIT_REPEATS` times after the command `arm(n)` set its condition to turn true about
+/// a second later; `stamp(n)` reads when it did and when the wait had noticed; returns the median reaction and the guest's
+/// CPU use across the waits.
+fn reaction(
+    vm: &Machine,
+    what: &str,
+    arm: impl Fn(usize) -> String,
+    wait: impl Fn(usize),
+    stamp: impl Fn(usize) -> (f64, f64),
+) -> (Duration, f64) {
+    let mut reactions = Vec::new();
+    let mut busy = 0;
+    let mut total = 0;
+    for n in 0..WAIT_REPEATS {
+        let (b0, t0) = guest_cpu(vm);
+        vm.succeed(&arm(n)).unwrap();
+        wait(n);
+        let (became_true, noticed) = stamp(n);
+        let (b1, t1) = guest_cpu(vm);
+        busy += b1 - b0;
+        total += t1 - t0;
+        reactions.push(Duration::from_secs_f64((noticed - became_true).max(0.0)));
+    }
+    let cpu = busy as f64 / total.max(1) as f64;
+    eprintln!(
+        "{what}: reactions {reactions:?}, guest CPU {:.1} %",
+        cpu * 100.0
+    );
+    (median(reactions), cpu)
+}
+
+/// `base`: the guest's CPU use over the same steps with a plain sleep instead of the wait (the
+/// arming and reading commands, the guest's own timers); the wait's share is what it adds.
+fn reaction_row(what: &str, (took, cpu): (Duration, f64), base: f64) -> Row {
+    let cpu = (cpu - base).max(0.0);
+    let pass = took <= Duration::from_millis(100) && cpu < 0.10;
+    Row {
+        goal: format!("{what}: noticed after"),
+        measured: format!("{} (median of {WAIT_REPEATS})", ms(took)),
+        reference: "condition turned true (guest clock)".into(),
+        ratio: format!(
+            "guest CPU +{:.1} % (over {:.1} % without a wait)",
+            cpu * 100.0,
+            base * 100.0
+        ),
+        target: "≤ 100 ms, CPU < 10 %".into(),
+        pass,
+    }
+}
+
+fn main() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+    let tiny = tests::guest_start_script("tiny");
+    let mut rows = Vec::new();
+    let options = Options::default();
+
+    // Boot, interleaved: the driver's start to backdoor, and QEMU alone to the banner.
+    let mut driver_boots = Vec::new();
+    let mut raw_boots = Vec::new();
+    for n in 0..BOOTS {
+        let raw = RawGuest::start(&tiny, n);
+        raw_boots.push(raw.booted);
+        drop(raw);
+        let driver = Driver::with_options(&options).unwrap();
+        let vm = driver
+            .add_machine(StartCommand::Script(tiny.clone()))
+            .unwrap();
+        let t0 = Instant::now();
+        vm.connect().unwrap();
+        driver_boots.push(t0.elapsed());
+    }
+    let (db, rb) = (median(driver_boots), median(raw_boots));
+    let extra = db.as_secs_f64() - rb.as_secs_f64();
+    rows.push(Row {
+        goal: "boot: start() to backdoor ready".into(),
+        measured: format!("{:.3} s", db.as_secs_f64()),
+        reference: format!("QEMU alone, to the banner: {:.3} s", rb.as_secs_f64()),
+        ratio: format!("{:+.1} ms", extra * 1000.0),
+        target: "≤ +20 ms".into(),
+        pass: extra <= 0.020,
+    });
+
+    // Round trip and throughput: the driver's tiny guest and a raw one, side by side.
+    let driver = Driver::with_options(&options).unwrap();
+    let vm = driver
+        .add_machine(StartCommand::Script(tiny.clone()))
+        .unwrap();
+    vm.succeed("true").unwrap();
+    let mut raw = RawGuest::start(&tiny, 99);
+    for _ in 0..20 {
+        raw.round_trip("true");
+        vm.succeed("true").unwrap();
+    }
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..ROUND_TRIPS {
+        theirs.push(raw.round_trip("true"));
+        let t0 = Instant::now();
+        vm.succeed("true").unwrap();
+        ours.push(t0.elapsed());
+    }
+    let (o, t) = (median(ours), median(theirs));
+    let ratio = o.as_secs_f64() / t.as_secs_f64();
+    rows.push(Row {
+        goal: "command round trip: succeed(\"true\")".into(),
+        measured: format!("{} (median of {ROUND_TRIPS})", ms(o)),
+        reference: format!("raw `( true ) </dev/null; echo tag $?`: {}", ms(t)),
+        ratio: format!("{ratio:.2} ×"),
+        target: "≤ 1.2 ×".into(),
+        pass: ratio <= 1.2,
+    });
+
+    let cmd = format!("head -c {OUTPUT_BYTES} /dev/zero | tr '\\000' a");
+    let (_, hwm0) = rss_kib();
+    let t0 = Instant::now();
+    let mut got = 0;
+    let status = vm
+        .execute_streaming(&cmd, Duration::from_secs(600), |b| got += b.len())
+        .unwrap();
+    let driver_time = t0.elapsed();
+    assert_eq!((status, got), (0, OUTPUT_BYTES));
+    let (_, hwm1) = rss_kib();
+    let t0 = Instant::now();
+    let mut raw_got = 0;
+    raw.sock
+        .write_all(format!("( {cmd} ) </dev/null; echo; echo tag $?\n").as_bytes())
+        .unwrap();
+    raw.read_until(b"\ntag 0\n", |n| raw_got += n);
+    let raw_time = t0.elapsed();
+    assert!(raw_got >= OUTPUT_BYTES);
+    let speed = |t: Duration| OUTPUT_BYTES as f64 / t.as_secs_f64() / 1e6;
+    let ratio = speed(driver_time) / speed(raw_time);
+    rows.push(Row {
+        goal: "throughput: 100 MB of output (execute_streaming)".into(),
+        measured: format!(
+            "{:.2} MB/s, driver peak RSS +{} KiB",
+            speed(driver_time),
+            hwm1.saturating_sub(hwm0)
+        ),
+        reference: format!("raw shell: {:.2} MB/s", speed(raw_time)),
+        ratio: format!("{ratio:.2} ×"),
+        target: "≥ 0.8 ×, memory bounded".into(),
+        pass: ratio >= 0.8 && hwm1.saturating_sub(hwm0) < 16 * 1024,
+    });
+    drop(raw);
+
+    // Wait reactions on the tiny guest.
+    let stamp = |n: usize| uptime(&vm, &format!("/tmp/t-{n}"));
+    // In a second: note the guest's uptime in /tmp/t-N, then make the condition true.
+    let later = |n: usize, then: String| {
+        format!("( sleep 1; cut -d' ' -f1 /proc/uptime > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &")
+    };
+    let (_, base) = reaction(
+        &vm,
+        "baseline: a plain sleep",
+        |n| later(n, format!("touch /tmp/b-{n}")),
+        |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
+        stamp,
+    );
+    rows.push(reaction_row(
+        "wait_until_succeeds(\"test -e /tmp/f\")",
+        reaction(
+            &vm,
+            "wait_until_succeeds",
+            |n| later(n, format!("touch /tmp/s-{n}")),
+            |n| {
+                vm.wait_until_succeeds(&format!("test -e /tmp/s-{n}"), None)
+                    .unwrap();
+            },
+            stamp,
+        ),
+        base,
+    ));
+    rows.push(reaction_row(
+        "wait_for_file",
+        reaction(
+            &vm,
+            "wait_for_file",
+            |n| later(n, format!("touch /tmp/f-{n}")),
+            |n| vm.wait_for_file(&format!("/tmp/f-{n}"), None).unwrap(),
+            stamp,
+        ),
+        base,
+    ));
+    rows.push(reaction_row(
+        "wait_for_open_port",
+        reaction(
+            &vm,
+            "wait_for_open_port",
+            |n| later(n, format!("httpd -p {} -h /tmp", 8100 + n)),
+            |n| vm.wait_for_open_port(8100 + n as u16, None, None).unwrap(),
+            stamp,
+        ),
+        base,
+    ));
+    rows.push(reaction_row(
+        "wait_for_console_text",
+        reaction(
+            &vm,
+            "wait_for_console_text",
+            |n| later(n, format!("echo console-mark-{n} > /dev/ttyS0")),
+            |n| {
+                vm.wait_for_console_text(&format!("console-mark-{n}"), None)
+                    .unwrap();
+            },
+            stamp,
+        ),
+        base,
+    ));
+    drop(vm);
+    drop(driver);
+
+    // wait_for_unit on the systemd guest: the unit's own activation time against the guest clock.
+    let driver = Driver::with_options(&options).unwrap();
+    let sd = driver
+        .add_machine(StartCommand::Script(tests::guest_start_script("systemd")))
+        .unwrap();
+    sd.wait_for_unit("multi-user.target", None).unwrap();
+    // Activating at once (a unit that does not exist fails the wait, as in NixOS), active a
+    // second later; its activation time is systemd's own, on the guest's monotonic clock.
+    let unit_arm = |unit: String| {
+        format!(
+            "systemd-run --no-block -p Type=oneshot -p RemainAfterExit=yes --unit={unit} sleep 1"
+        )
+    };
+    let unit_stamp = |unit: String| {
+        let out = sd
+            .succeed(&format!(
+                "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}; \
+                 cut -d' ' -f1 /proc/uptime"
+            ))
+            .unwrap();
+        let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        (v[0] / 1e6, v[1])
+    };
+    let (_, sd_base) = reaction(
+        &sd,
+        "baseline: a plain sleep",
+        |n| unit_arm(format!("base-{n}")),
+        |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
+        |n| unit_stamp(format!("base-{n}")),
+    );
+    rows.push(reaction_row(
+        "wait_for_unit",
+        reaction(
+            &sd,
+            "wait_for_unit",
+            |n| unit_arm(format!("bench-{n}")),
+            |n| {
+                sd.wait_for_unit(&format!("bench-{n}.service"), None)
+                    .unwrap();
+            },
+            |n| unit_stamp(format!("bench-{n}")),
+        ),
+        sd_base,
+    ));
+    drop(sd);
+    drop(driver);
+
+    // Scale: 16 tiny guests on VLAN 1, every one pinging every other.
+    let driver = Driver::with_options(&options).unwrap();
+    let machines: Vec<Machine> = (1..=SCALE)
+        .map(|n| {
+            let m = driver
+                .add_named_machine(&format!("m{n}"), StartCommand::Script(tiny.clone()))
+                .unwrap();
+            m.attach_vlans(&[1]).unwrap();
+            m
+        })
+        .collect();
+    let t0 = Instant::now();
+    driver.start_all().unwrap();
+    for m in &machines {
+        m.connect().unwrap();
+    }
+    let booted = t0.elapsed();
+    let addresses: Vec<String> = machines.iter().map(|m| m.vlan_address(1)).collect();
+    for m in &machines {
+        let others: Vec<&str> = addresses
+            .iter()
+            .filter(|a| **a != m.vlan_address(1))
+            .map(String::as_str)
+            .collect();
+        m.succeed(&format!(
+            "( for ip in {}; do ping -c 1 -W 10 $ip >/dev/null || echo lost $ip; done > /tmp/pings; \
+               echo done >> /tmp/pings ) >/dev/null 2>&1 &",
+            others.join(" ")
+        ))
+        .unwrap();
+    }
+    let mut lost = 0;
+    for m in &machines {
+        m.wait_until_succeeds("grep -q done /tmp/pings", None)
+            .unwrap();
+        lost += m
+            .succeed("grep -c lost /tmp/pings || true")
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0);
+    }
+    let idle = Duration::from_secs(10);
+    let c0 = cpu_time();
+    let w0 = Instant::now();
+    driver.sleep(idle).unwrap();
+    let cpu = cpu_time().saturating_sub(c0).as_secs_f64() / w0.elapsed().as_secs_f64();
+    let (rss, _) = rss_kib();
+    rows.push(Row {
+        goal: format!("scale: {SCALE} tiny guests on one VLAN, all pinging all"),
+        measured: format!(
+            "driver RSS {:.1} MB, CPU {:.2} % over {}s idle; {lost} of {} pings lost; booted in {:.1} s",
+            rss as f64 / 1024.0,
+            cpu * 100.0,
+            idle.as_secs(),
+            SCALE * (SCALE - 1),
+            booted.as_secs_f64()
+        ),
+        reference: "—".into(),
+        ratio: "—".into(),
+        target: "RSS ≤ 10 MB, CPU ≤ 2 %, no loss".into(),
+        pass: rss <= 10 * 1024 && cpu <= 0.02 && lost == 0,
+    });
+    drop(machines);
+    drop(driver);
+
+    println!(
+        "\nvm-test-driver performance, accelerator {}, {} CPUs\n",
+        accel(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| goal | measured | reference (same run) | ratio | target | result |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.goal,
+            r.measured,
+            r.reference,
+            r.ratio,
+            r.target,
+            if r.pass { "pass" } else { "FAIL" }
+        );
+    }
+}
