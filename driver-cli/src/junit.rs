@@ -1,7 +1,9 @@
-//! The JUnit XML report: one test suite for the script, one test case per subtest.
+//! The JUnit XML report: one test suite for the script, one test case per subtest; for a directory
+//! of scripts, one document with each script's suite.
 
 use crate::script::Case;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +25,11 @@ pub struct Run<'a> {
 
 /// Writes `run` to `file` as JUnit XML.
 pub fn write(file: &Path, run: Run) -> anyhow::Result<()> {
+    write_suites(file, vec![suite_of(run)])
+}
+
+/// The test suite of `run`.
+fn suite_of(run: Run) -> TestSuite {
     let mut suite = TestSuite::new(run.suite);
     suite.set_time(run.time);
     if let Some(coverage) = &run.coverage {
@@ -54,11 +61,57 @@ pub fn write(file: &Path, run: Run) -> anyhow::Result<()> {
     if suite.test_cases.is_empty() {
         suite.add_test_case(test_case(run.suite, run.suite, run.time, None, &run.output));
     }
+    suite
+}
+
+/// Writes `suites` to `file` as one JUnit XML document.
+pub fn write_suites(file: &Path, suites: Vec<TestSuite>) -> anyhow::Result<()> {
     let mut report = Report::new("vm-test-driver");
-    report.add_test_suite(suite);
+    report.add_test_suites(suites);
     let f = std::fs::File::create(file)?;
-    report.serialize(std::io::BufWriter::new(f))?;
+    let mut w = std::io::BufWriter::new(f);
+    report.serialize(&mut w)?;
+    w.flush()?;
     Ok(())
+}
+
+/// The one test suite of a JUnit file this binary wrote for one script.
+pub fn read_suite(file: &Path) -> anyhow::Result<TestSuite> {
+    let xml = std::fs::read_to_string(file)?;
+    let report = Report::deserialize_from_str(&xml)?;
+    report
+        .test_suites
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} holds no test suite", file.display()))
+}
+
+/// A suite of one failed test case, for a script whose run wrote no report of its own.
+pub fn failed_suite(name: &str, time: Duration, failure: &str, output: &str) -> TestSuite {
+    suite_of(Run {
+        suite: name,
+        time,
+        cases: Vec::new(),
+        failure: Some(failure),
+        output: output.into(),
+        coverage: None,
+    })
+}
+
+/// A failed test case named `name` (in the class `name`).
+pub fn failed_case(name: &str, time: Duration, failure: &str, output: &str) -> TestCase {
+    test_case(name, name, time, Some(failure), output)
+}
+
+/// A suite of one skipped test case, for a script that did not run.
+pub fn skipped_suite(name: &str, why: &str) -> TestSuite {
+    let mut status = TestCaseStatus::skipped();
+    status.set_message(why);
+    let mut case = TestCase::new(name, status);
+    case.set_classname(name);
+    let mut suite = TestSuite::new(name);
+    suite.add_test_case(case);
+    suite
 }
 
 fn test_case(

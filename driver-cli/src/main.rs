@@ -2,7 +2,9 @@
 //!
 //! `vm-test-driver --start-scripts run-a-vm run-b-vm --vlans 1 2 -- test.rhai` runs a Rhai test script
 //! with every machine as a global; `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
-//! one machine. Exit status: 0 passed, 1 test failed, 2 usage or setup error.
+//! one machine. Given a directory instead of a script, it runs the `*.rhai` files in it, each in a
+//! child process of its own: `-j N` at once, `--partition K/N` only a deterministic share of them.
+//! Exit status: 0 passed, 1 test failed, 2 usage or setup error.
 
 mod coverage;
 mod junit;
@@ -11,6 +13,7 @@ mod repl;
 mod report;
 mod run_vms;
 mod script;
+mod suite;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -94,7 +97,15 @@ struct RunArgs {
     /// Start a REPL with the script's bindings instead of running the script (`test_script()` runs it).
     #[arg(long, short = 'I')]
     interactive: bool,
-    /// The Rhai test script; put it after `--` when it follows a list option.
+    /// Run up to N test scripts at once (default 1); needs a directory of test scripts.
+    #[arg(short = 'j', long, value_name = "N", value_parser = suite::parse_jobs)]
+    jobs: Option<usize>,
+    /// Run only share K of N of the directory's test scripts: with the scripts sorted by file name,
+    /// script i (from 0) belongs to share (i mod N) + 1. For splitting a suite over CI machines.
+    #[arg(long, value_name = "K/N")]
+    partition: Option<suite::Partition>,
+    /// The Rhai test script, or a directory whose `*.rhai` files each run in a driver of their own;
+    /// put it after `--` when it follows a list option.
     test_script: Option<PathBuf>,
 }
 
@@ -301,6 +312,18 @@ fn exec(
 }
 
 fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure> {
+    if let Some(dir) = args.test_script.as_deref().filter(|p| p.is_dir()) {
+        return suite::run(&args, dir);
+    }
+    if args.jobs.is_some() || args.partition.is_some() {
+        let given = match &args.test_script {
+            Some(p) => format!(", not {}", p.display()),
+            None => String::new(),
+        };
+        return Err(usage(&format!(
+            "--jobs and --partition need a directory of test scripts{given}"
+        )));
+    }
     let path = match args.test_script {
         Some(path) => Some(path),
         None if args.interactive => None,
