@@ -157,6 +157,109 @@ fn status_output((status, out): (i32, String)) -> Array {
     vec![Dynamic::from(i64::from(status)), out.into()]
 }
 
+/// A QMP value as Rhai sees it: objects become maps, arrays arrays, `null` unit, integers `i64`
+/// (larger ones, and fractions, `f64`).
+fn json_to_dynamic(v: driver::serde_json::Value) -> Dynamic {
+    use driver::serde_json::Value;
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => b.into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.into(),
+        Value::Array(a) => a.into_iter().map(json_to_dynamic).collect::<Array>().into(),
+        Value::Object(o) => o
+            .into_iter()
+            .map(|(k, v)| (k.into(), json_to_dynamic(v)))
+            .collect::<Map>()
+            .into(),
+    }
+}
+
+/// A Rhai value as QMP arguments take it; fails on what JSON cannot hold (a machine, a function).
+fn dynamic_to_json(v: Dynamic) -> Res<driver::serde_json::Value> {
+    use driver::serde_json::{Number, Value};
+    let t = v.type_name();
+    if v.is_unit() {
+        Ok(Value::Null)
+    } else if let Ok(b) = v.as_bool() {
+        Ok(b.into())
+    } else if let Ok(i) = v.as_int() {
+        Ok(i.into())
+    } else if let Ok(f) = v.as_float() {
+        Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("QMP arguments cannot hold the number {f}").into())
+    } else if v.is_string() || v.is_char() {
+        Ok(v.to_string().into())
+    } else if v.is_array() {
+        let a = v.cast::<Array>();
+        Ok(Value::Array(
+            a.into_iter().map(dynamic_to_json).collect::<Res<_>>()?,
+        ))
+    } else if v.is_map() {
+        Ok(Value::Object(qmp_args(v.cast::<Map>())?))
+    } else {
+        Err(format!("QMP arguments cannot hold a {t}").into())
+    }
+}
+
+/// A Rhai map as a QMP command's arguments.
+fn qmp_args(m: Map) -> Res<driver::serde_json::Map<String, driver::serde_json::Value>> {
+    m.into_iter()
+        .map(|(k, v)| Ok((k.to_string(), dynamic_to_json(v)?)))
+        .collect()
+}
+
+/// A QMP event as a Rhai map: `name`, `data`, and `timestamp` (QEMU's, in seconds since the Unix
+/// epoch, or unit when QEMU could not read its clock).
+fn qmp_event(e: &driver::QmpEvent) -> Map {
+    let timestamp = e
+        .timestamp
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(Dynamic::UNIT, |d| d.as_secs_f64().into());
+    Map::from_iter([
+        ("name".into(), e.name.clone().into()),
+        ("data".into(), json_to_dynamic(e.data.clone())),
+        ("timestamp".into(), timestamp),
+    ])
+}
+
+/// `m.wait_for_qmp_event(|e| …)`: a Rhai function as the filter; its error ends the wait.
+fn wait_for_qmp_event_with(
+    ctx: &NativeCallContext,
+    m: &Machine,
+    f: &FnPtr,
+    timeout: Option<Duration>,
+) -> Res<Map> {
+    let failure: RefCell<Option<Box<EvalAltResult>>> = RefCell::new(None);
+    let got = m.wait_for_qmp_event(
+        |e| {
+            if failure.borrow().is_some() {
+                return true;
+            }
+            let verdict = f
+                .call_within_context::<Dynamic>(ctx, (qmp_event(e),))
+                .and_then(|v| {
+                    v.as_bool().map_err(|t| {
+                        format!("the QMP event filter must return true or false, not {t}").into()
+                    })
+                });
+            verdict.unwrap_or_else(|e| {
+                *failure.borrow_mut() = Some(e);
+                true
+            })
+        },
+        timeout,
+    );
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    got.map(|e| qmp_event(&e)).map_err(err)
+}
+
 fn port(p: i64) -> Res<u16> {
     u16::try_from(p).map_err(|_| format!("{p} is not a TCP port").into())
 }
@@ -165,6 +268,14 @@ fn port(p: i64) -> Res<u16> {
 /// Set (to anything) to give scripts `driver_panic_for_tests(message)`, which panics inside the
 /// driver: how the tests check that a panic still stops the machines and writes the reports.
 pub const FAULT_INJECTION_ENV: &str = "VMTD_FAULT_INJECTION";
+
+/// A virtual terminal number as the guest numbers them (tty1 …).
+fn tty_number(tty: i64) -> Res<u32> {
+    u32::try_from(tty)
+        .ok()
+        .filter(|n| (1..=63).contains(n))
+        .ok_or_else(|| format!("tty {tty}: virtual terminals are numbered 1 to 63").into())
+}
 
 pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     let mut e = Engine::new();
@@ -194,6 +305,10 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
 
     // Lifecycle.
     e.register_fn("start", |m: &mut Machine| m.start().map_err(err));
+    e.register_fn("start", |m: &mut Machine, allow_reboot: bool| {
+        m.set_allow_reboot(allow_reboot);
+        m.start().map_err(err)
+    });
     e.register_fn("connect", |m: &mut Machine| m.connect().map_err(err));
     e.register_fn("is_up", |m: &mut Machine| m.is_up());
     e.register_fn("shutdown", |m: &mut Machine| m.shutdown().map_err(err));
@@ -207,6 +322,45 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     e.register_fn("send_monitor_command", |m: &mut Machine, c: &str| {
         m.send_monitor_command(c).map_err(err)
     });
+
+    // QMP.
+    e.register_fn("qmp_command", |m: &mut Machine, c: &str| -> Res<Dynamic> {
+        m.qmp_command(c, None).map(json_to_dynamic).map_err(err)
+    });
+    e.register_fn(
+        "qmp_command",
+        |m: &mut Machine, c: &str, args: Map| -> Res<Dynamic> {
+            let args = driver::serde_json::Value::Object(qmp_args(args)?);
+            m.qmp_command(c, Some(args))
+                .map(json_to_dynamic)
+                .map_err(err)
+        },
+    );
+    e.register_fn("wait_for_qmp_event", |m: &mut Machine, name: &str| {
+        m.wait_for_qmp_event_named(name, None)
+            .map(|e| qmp_event(&e))
+            .map_err(err)
+    });
+    e.register_fn(
+        "wait_for_qmp_event",
+        |m: &mut Machine, name: &str, t: Dynamic| {
+            m.wait_for_qmp_event_named(name, Some(secs(t)?))
+                .map(|e| qmp_event(&e))
+                .map_err(err)
+        },
+    );
+    e.register_fn(
+        "wait_for_qmp_event",
+        |ctx: NativeCallContext, m: &mut Machine, f: FnPtr| {
+            wait_for_qmp_event_with(&ctx, m, &f, None)
+        },
+    );
+    e.register_fn(
+        "wait_for_qmp_event",
+        |ctx: NativeCallContext, m: &mut Machine, f: FnPtr, t: Dynamic| {
+            wait_for_qmp_event_with(&ctx, m, &f, Some(secs(t)?))
+        },
+    );
 
     // Commands.
     e.register_fn("succeed", |m: &mut Machine, c: Dynamic| {
@@ -263,6 +417,66 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     e.register_fn("wait_for_unit", |m: &mut Machine, u: &str, t: Dynamic| {
         m.wait_for_unit(u, Some(secs(t)?)).map_err(err)
     });
+    // Units of a user's manager (NixOS's `user` argument).
+    e.register_fn(
+        "systemctl",
+        |m: &mut Machine, q: &str, user: &str| -> Res<Array> {
+            m.systemctl_as(q, user).map(status_output).map_err(err)
+        },
+    );
+    e.register_fn(
+        "get_unit_info",
+        |m: &mut Machine, u: &str, user: &str| -> Res<Map> {
+            let info = m.get_user_unit_info(u, user).map_err(err)?;
+            Ok(info
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect())
+        },
+    );
+    e.register_fn("wait_for_unit", |m: &mut Machine, u: &str, user: &str| {
+        m.wait_for_user_unit(u, user, None).map_err(err)
+    });
+    e.register_fn(
+        "wait_for_unit",
+        |m: &mut Machine, u: &str, user: &str, t: Dynamic| {
+            m.wait_for_user_unit(u, user, Some(secs(t)?)).map_err(err)
+        },
+    );
+    // Virtual terminals and the serial console.
+    e.register_fn("get_tty_text", |m: &mut Machine, tty: i64| {
+        m.get_tty_text(tty_number(tty)?).map_err(err)
+    });
+    e.register_fn(
+        "wait_until_tty_matches",
+        |m: &mut Machine, tty: i64, r: &str| {
+            m.wait_until_tty_matches(tty_number(tty)?, r, None)
+                .map_err(err)
+        },
+    );
+    e.register_fn(
+        "wait_until_tty_matches",
+        |m: &mut Machine, tty: i64, r: &str, t: Dynamic| {
+            m.wait_until_tty_matches(tty_number(tty)?, r, Some(secs(t)?))
+                .map_err(err)
+        },
+    );
+    e.register_fn("dump_tty_contents", |m: &mut Machine, tty: i64| {
+        m.dump_tty_contents(tty_number(tty)?).map_err(err)
+    });
+    e.register_fn("send_console", |m: &mut Machine, chars: &str| {
+        m.send_console(chars).map_err(err)
+    });
+    // Interactive: a root shell over the backdoor, or the serial console, until Ctrl-D.
+    for (name, target) in [
+        ("shell_interact", crate::repl::Target::Shell),
+        ("console_interact", crate::repl::Target::Console),
+    ] {
+        let d = driver.clone();
+        e.register_fn(name, move |m: &mut Machine| -> Res<()> {
+            crate::repl::interact(&d, m, target).map_err(|e| e.to_string().into())
+        });
+    }
     e.register_fn("wait_for_job", |m: &mut Machine, u: &str| {
         m.wait_for_job(u, None).map_err(err)
     });
@@ -453,8 +667,37 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     );
     let d = driver.clone();
     e.register_fn("sleep", move |t: Dynamic| d.sleep(secs(t)?).map_err(err));
+    // Rhai's own sleep(INT) and sleep(FLOAT) match those types before a Dynamic parameter and
+    // would block without serving the machines or noticing Ctrl-C: the driver's take them over.
+    let d = driver.clone();
+    e.register_fn("sleep", move |t: i64| {
+        d.sleep(secs(Dynamic::from(t))?).map_err(err)
+    });
+    let d = driver.clone();
+    e.register_fn("sleep", move |t: f64| {
+        d.sleep(secs(Dynamic::from(t))?).map_err(err)
+    });
     let d = driver.clone();
     e.register_fn("join_all", move || d.join_all().map_err(err));
+    let d = driver.clone();
+    e.register_fn("serial_stdout_off", move || d.serial_stdout_off());
+    let d = driver.clone();
+    e.register_fn("serial_stdout_on", move || d.serial_stdout_on());
+    // A machine added while the test runs (NixOS's create_machine), named after its start script
+    // `run-<name>-vm` or as given; not started until used.
+    let d = driver.clone();
+    e.register_fn("create_machine", move |script: &str| -> Res<Machine> {
+        let start = driver::StartCommand::Script(script.into());
+        d.add_machine(start).map_err(err)
+    });
+    let d = driver.clone();
+    e.register_fn(
+        "create_machine",
+        move |script: &str, name: &str| -> Res<Machine> {
+            let start = driver::StartCommand::Script(script.into());
+            d.add_named_machine(name, start).map_err(err)
+        },
+    );
     let d = driver.clone();
     e.register_fn(
         "set_link_quality",

@@ -190,6 +190,35 @@ fn repl_runs_commands_reads_on_after_open_blocks_and_survives_ctrl_c() {
     term.write_all(b"tiny.succeed(\"echo still-$((1+1))\")\r")
         .unwrap();
     at = seen.wait_for("still-2", at);
+    at = seen.wait_for("vmtd> ", at);
+
+    // shell_interact(): lines run in the guest's root shell until Ctrl-D.
+    term.write_all(b"tiny.shell_interact()\r").unwrap();
+    at = seen.wait_for("Ctrl-D (end of input) leaves", at);
+    at = seen.wait_for("tiny# ", at);
+    term.write_all(b"echo inside-$((2+3))\r").unwrap();
+    at = seen.wait_for("inside-5", at);
+    at = seen.wait_for("tiny# ", at);
+    term.write_all(b"exit 3\r").unwrap();
+    at = seen.wait_for("(exit status 3)", at);
+    at = seen.wait_for("tiny# ", at);
+    term.write_all(b"\x04").unwrap();
+    at = seen.wait_for("(left the root shell (backdoor) of tiny)", at);
+    at = seen.wait_for("vmtd> ", at);
+    // console_interact(): lines typed into the serial console, here read by `head`.
+    term.write_all(b"tiny.succeed(\"(head -n 1 /dev/ttyS0 > /tmp/typed) >/dev/null 2>&1 &\")\r")
+        .unwrap();
+    at = seen.wait_for("vmtd> ", at);
+    term.write_all(b"tiny.console_interact()\r").unwrap();
+    at = seen.wait_for("tiny console> ", at);
+    term.write_all(b"typed-into-the-console\r").unwrap();
+    at = seen.wait_for("tiny console> ", at);
+    term.write_all(b"\x04").unwrap();
+    at = seen.wait_for("(left the serial console of tiny)", at);
+    at = seen.wait_for("vmtd> ", at);
+    term.write_all(b"tiny.wait_until_succeeds(\"grep -q typed-into /tmp/typed\"); \"got-\" + 42\r")
+        .unwrap();
+    at = seen.wait_for("got-42", at);
     seen.wait_for("vmtd> ", at);
 
     // Ctrl-D leaves, stopping the machine; the history was saved.

@@ -127,7 +127,10 @@ fn usage_and_setup_errors_exit_2_naming_the_problem() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.rhai");
     std::fs::write(&bad, "let x = ;\n").unwrap();
-    exits_2_saying(&["--", bad.to_str().unwrap()], &["bad.rhai", "line 1"]);
+    exits_2_saying(
+        &["--", bad.to_str().unwrap()],
+        &["bad.rhai:1:", "syntax error"],
+    );
 
     let ok = dir.join("ok.rhai");
     std::fs::write(&ok, "log(\"never runs\");\n").unwrap();
@@ -417,5 +420,54 @@ fn a_snapshot_cache_resumes_a_machine_booted_by_an_earlier_run() {
         stderr(&o)
     );
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn qmp_commands_and_events_from_a_script() {
+    let dir = scratch("qmp");
+    let script = dir.join("qmp.rhai");
+    std::fs::write(
+        &script,
+        r#"
+start_all(); // QMP answers while the guest still boots
+let s = tiny.qmp_command("query-status");
+if s.status != "running" || s.running != true { throw `query-status: ${s}`; }
+tiny.qmp_command("stop");
+let e = tiny.wait_for_qmp_event("STOP", 60);
+if e.name != "STOP" || type_of(e.timestamp) != "f64" { throw `not STOP: ${e}`; }
+tiny.qmp_command("cont");
+let bad = "";
+try { tiny.wait_for_qmp_event(|ev| 1, 60); } catch (err) { bad = err; }
+if !bad.contains("must return true or false") { throw `a filter returning 1: ${bad}`; }
+tiny.qmp_command("stop");
+tiny.qmp_command("cont");
+let e = tiny.wait_for_qmp_event(|ev| ev.name == "RESUME", 60.0);
+if e.name != "RESUME" { throw `not RESUME: ${e}`; }
+let v = tiny.qmp_command("human-monitor-command", #{ "command-line": "info version" });
+log(`QEMU version: ${v.trim()}`);
+let failed = false;
+try { tiny.qmp_command("no-such-command"); } catch (err) {
+    if !err.contains("CommandNotFound") { throw err; }
+    failed = true;
+}
+if !failed { throw "an unknown QMP command succeeded"; }
+tiny.succeed("(sleep 1; echo o > /proc/sysrq-trigger) >/dev/null 2>&1 &");
+let e = tiny.wait_for_qmp_event(|ev| ev.name == "SHUTDOWN" && ev.data.guest);
+log(`powered off: ${e.data.reason}`);
+"#,
+    )
+    .unwrap();
+    let tiny = tests::guest_start_script("tiny");
+    let o = run(&[
+        "--start-scripts",
+        tiny.to_str().unwrap(),
+        "--",
+        script.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("QEMU version: "), "{err}");
+    assert!(err.contains("powered off: guest-shutdown"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,6 +3,7 @@
 
 use crate::activity::Activity;
 use crate::console::Console;
+use crate::qmp::{QmpLink, Status as QmpStatus};
 use crate::record::MachineEvent;
 use crate::vlan::{self, Link, Switch};
 use crate::Error;
@@ -40,13 +41,15 @@ enum Channel {
     /// The backdoor on `/dev/hvc0` (index 0) or on the flow-controlled port (index 1).
     ShellListener(usize),
     Shell(usize),
+    /// QMP: QEMU listens, the loop dials (see `dial_qmp`).
+    Qmp,
 }
 
 /// Backdoor channel indices: NixOS guests use the console, ours the flow-controlled port.
 const BACKDOORS: [&str; 2] = ["hvc0", "port"];
 
 impl Channel {
-    const ALL: [Channel; 8] = [
+    const ALL: [Channel; 9] = [
         Channel::Serial,
         Channel::Stderr,
         Channel::MonitorListener,
@@ -55,6 +58,7 @@ impl Channel {
         Channel::Shell(0),
         Channel::ShellListener(1),
         Channel::Shell(1),
+        Channel::Qmp,
     ];
 
     fn index(self) -> usize {
@@ -65,6 +69,7 @@ impl Channel {
             Channel::Monitor => 3,
             Channel::ShellListener(k) => 4 + 2 * k,
             Channel::Shell(k) => 5 + 2 * k,
+            Channel::Qmp => 8,
         }
     }
 
@@ -93,6 +98,8 @@ pub(crate) struct VmIo {
     monitor: Option<Conn>,
     shell_listeners: [Option<UnixListener>; 2],
     shells: [Option<Conn>; 2],
+    /// The QMP connection, once dialed.
+    qmp: Option<Conn>,
 }
 
 /// Everything known about one machine.
@@ -128,6 +135,8 @@ pub(crate) struct Vm {
     pub(crate) cache_save: Option<std::path::PathBuf>,
     pub(crate) monitor: Monitor,
     pub(crate) monitor_events: VecDeque<qemu_monitor::Event>,
+    /// QMP codec, replies and events; they outlive QEMU until its next start.
+    pub(crate) qmp: QmpLink,
     pub(crate) io: Option<VmIo>,
     pub(crate) exit: Option<ExitStatus>,
     pub(crate) started_at: Option<Instant>,
@@ -160,6 +169,7 @@ impl Vm {
             cache_save: None,
             monitor: Monitor::new(),
             monitor_events: VecDeque::new(),
+            qmp: QmpLink::idle(),
             io: None,
             exit: None,
             started_at: None,
@@ -257,6 +267,9 @@ pub(crate) struct Core {
     pub(crate) timeout_factor: f64,
     /// Most output one command may return.
     pub(crate) max_output: usize,
+    /// Whether guests' console lines go to the log (NixOS's serial_stdout_on/off); they are
+    /// recorded for the report and `get_console_log` either way.
+    pub(crate) serial_stdout: bool,
     /// Where screenshots taken for failure reports go.
     pub(crate) output_dir: Option<std::path::PathBuf>,
     /// Where machines are kept booted and ready across runs.
@@ -326,6 +339,7 @@ impl Core {
             interrupts: Interrupts::default(),
             timeout_factor: 1.0,
             max_output: crate::MAX_OUTPUT,
+            serial_stdout: true,
             output_dir: None,
             snapshot_cache: None,
             explaining: 0,
@@ -398,7 +412,8 @@ impl Core {
             what: format!("machine {name}: {what}"),
             source: e,
         };
-        for p in [&paths.monitor, &paths.shell, &paths.shell_port] {
+        // A socket left by an earlier QEMU (QMP's too: it would refuse, or be a stale server).
+        for p in [&paths.monitor, &paths.shell, &paths.shell_port, &paths.qmp] {
             let _ = std::fs::remove_file(p);
         }
         let mut monitor_listener =
@@ -445,11 +460,13 @@ impl Core {
             monitor: None,
             shell_listeners: [Some(console_listener), Some(port_listener)],
             shells: [None, None],
+            qmp: None,
         });
         vm.exit = None;
         vm.reset_shell();
         vm.monitor = Monitor::new();
         vm.monitor_events.clear();
+        vm.qmp = QmpLink::dialing(paths.qmp.clone(), Instant::now());
         vm.started_at = Some(Instant::now());
         match cache_plan {
             Some(crate::cache::Plan::Resume { shell }) => vm.resume_shell = Some(shell),
@@ -489,6 +506,19 @@ impl Core {
             if let Some(mut c) = c.take() {
                 let _ = reg.deregister(&mut c.stream);
             }
+        }
+        let vm = &mut self.vms[i];
+        if let Some(mut c) = io.qmp.take() {
+            // Events QEMU wrote last (a SHUTDOWN before it exited) stay queued for a wait.
+            let codec = &mut vm.qmp.codec;
+            if drain(&mut c.stream, |bytes| codec.feed(bytes)) {
+                codec.handle_eof();
+            }
+            vm.qmp.absorb(&vm.name);
+            let _ = reg.deregister(&mut c.stream);
+        }
+        if !matches!(vm.qmp.status, QmpStatus::Absent) {
+            vm.qmp.status = QmpStatus::Closed;
         }
         if self.vms[i].exit.is_none() {
             match io.child.terminate(KILL_GRACE) {
@@ -574,6 +604,11 @@ impl Core {
 
     /// One round of the loop: wait for readiness (at most `timeout`) and handle what is ready.
     fn turn(&mut self, timeout: Duration) -> Result<(), Error> {
+        let now = Instant::now();
+        let timeout = match self.vms.iter().filter_map(|vm| vm.qmp.wake_at()).min() {
+            Some(at) => timeout.min(at.saturating_duration_since(now)),
+            None => timeout,
+        };
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
@@ -594,7 +629,79 @@ impl Core {
                 self.handle(i, channel)?;
             }
         }
+        for i in 0..self.vms.len() {
+            self.dial_qmp(i)?;
+        }
         Ok(())
+    }
+
+    /// Tries to connect to machine `i`'s QMP socket when it is time to; QEMU creates the socket
+    /// shortly after it starts. Connected, it writes the capabilities negotiation at once. Gives up
+    /// when QEMU exits, or when the socket is still missing well after QEMU connected to the monitor.
+    fn dial_qmp(&mut self, i: usize) -> Result<(), Error> {
+        let vm = &mut self.vms[i];
+        let QmpStatus::Dialing {
+            path,
+            next,
+            delay,
+            monitor_seen,
+        } = &mut vm.qmp.status
+        else {
+            return Ok(());
+        };
+        let Some(io) = vm.io.as_mut() else {
+            vm.qmp.status = QmpStatus::Closed;
+            return Ok(());
+        };
+        if vm.exit.is_some() {
+            log::debug!(
+                "{}: QEMU exited before its QMP socket was connected",
+                vm.name
+            );
+            vm.qmp.status = QmpStatus::Closed;
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now < *next {
+            return Ok(());
+        }
+        match UnixStream::connect(&*path) {
+            Ok(mut stream) => {
+                self.poll.registry().register(
+                    &mut stream,
+                    Channel::Qmp.token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                let out = vm
+                    .qmp
+                    .codec
+                    .capabilities()
+                    .expect("a fresh codec negotiates once");
+                log::debug!("{}: connected to QMP", vm.name);
+                io.qmp = Some(Conn { stream, out });
+                vm.qmp.status = QmpStatus::Connected;
+                // Writes the negotiation, and reads the greeting if it is there already.
+                self.handle(i, Channel::Qmp)
+            }
+            Err(e) => {
+                // QEMU has connected to the monitor: it has created its sockets, or is about to.
+                if monitor_seen.is_none() && io.monitor_listener.is_none() {
+                    *monitor_seen = Some(now);
+                }
+                if monitor_seen.is_some_and(|at| now.duration_since(at) >= crate::qmp::DIAL_GRACE) {
+                    log::info!(
+                        "{}: QEMU offers no QMP socket ({}: {e}); QMP calls will fail",
+                        vm.name,
+                        path.display()
+                    );
+                    vm.qmp.status = QmpStatus::Absent;
+                } else {
+                    *next = now + *delay;
+                    *delay = (*delay * 2).min(crate::qmp::DIAL_MAX_DELAY);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Collects exit statuses of machines whose QEMU exited.
@@ -633,8 +740,11 @@ impl Core {
                 let name = &vm.name;
                 let recorder = self.activity.recorder();
                 let panicked = &mut vm.panicked;
+                let shown = self.serial_stdout;
                 serve_lines(registry, &mut io.serial, &mut vm.console, |line| {
-                    log::info!(target: "console", "{name}# {line}");
+                    if shown {
+                        log::info!(target: "console", "{name}# {line}");
+                    }
                     recorder.console_line(name, line);
                     // A panicked guest may hang rather than exit: commands must not wait for it.
                     if let (None, Some(at)) = (&panicked, line.find(KERNEL_PANIC)) {
@@ -708,6 +818,22 @@ impl Core {
                 while let Some(e) = vm.monitor.poll_event() {
                     vm.monitor_events.push_back(e);
                 }
+            }
+            Channel::Qmp => {
+                let Some(conn) = io.qmp.as_mut() else {
+                    return Ok(());
+                };
+                flush(conn);
+                let codec = &mut vm.qmp.codec;
+                // A reset connection (ECONNRESET: QEMU quit with requests unread) is an end of file.
+                let eof = drain(&mut conn.stream, |bytes| codec.feed(bytes));
+                if eof {
+                    codec.handle_eof();
+                    if let Some(mut c) = io.qmp.take() {
+                        let _ = registry.deregister(&mut c.stream);
+                    }
+                }
+                vm.qmp.absorb(&vm.name);
             }
             Channel::Shell(k) => {
                 let Some(conn) = io.shells[k].as_mut() else {
@@ -822,6 +948,29 @@ impl Core {
         }
     }
 
+    /// Writes `bytes` to machine `i`'s serial console (QEMU's stdin), as typed on it; false when
+    /// the machine is not running. The console socket is non-blocking: this waits for room, serving
+    /// the event loop (others' output keeps flowing), up to `deadline`.
+    pub(crate) fn write_console(&mut self, i: usize, mut bytes: &[u8], deadline: Instant) -> bool {
+        while !bytes.is_empty() {
+            let Some(serial) = self.vms[i].io.as_mut().and_then(|io| io.serial.as_mut()) else {
+                return false;
+            };
+            match serial.write(bytes) {
+                Ok(0) => return false,
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline || self.idle(Duration::from_millis(5)).is_err() {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     /// Queues bytes for machine `i`'s monitor and writes what the socket takes now.
     pub(crate) fn write_monitor(&mut self, i: usize, bytes: &[u8]) -> bool {
         let Some(conn) = self.vms[i].io.as_mut().and_then(|io| io.monitor.as_mut()) else {
@@ -840,12 +989,27 @@ impl Core {
             .is_some_and(|io| io.monitor.is_some())
     }
 
-    /// Whether machine `i`'s console and QEMU stderr reached end of file.
+    /// Whether machine `i`'s console, QEMU stderr and QMP connection reached end of file.
     pub(crate) fn io_drained(&self, i: usize) -> bool {
         self.vms[i]
             .io
             .as_ref()
-            .is_none_or(|io| io.serial.is_none() && io.stderr.is_none())
+            .is_none_or(|io| io.serial.is_none() && io.stderr.is_none() && io.qmp.is_none())
+    }
+
+    /// Queues bytes for machine `i`'s QMP socket and writes what the socket takes now.
+    pub(crate) fn write_qmp(&mut self, i: usize, bytes: &[u8]) -> bool {
+        let Some(conn) = self.vms[i].io.as_mut().and_then(|io| io.qmp.as_mut()) else {
+            return false;
+        };
+        conn.out.extend_from_slice(bytes);
+        flush(conn);
+        true
+    }
+
+    /// Whether machine `i`'s QMP socket is connected (and not closed).
+    pub(crate) fn qmp_connected(&self, i: usize) -> bool {
+        self.vms[i].io.as_ref().is_some_and(|io| io.qmp.is_some())
     }
 }
 

@@ -27,9 +27,11 @@ mod machine;
 mod network;
 mod ocr;
 mod parity;
+mod qmp;
 mod record;
 mod screen;
 mod snapshot;
+mod tty;
 mod vlan;
 mod waits;
 mod x11;
@@ -41,8 +43,11 @@ pub use keys::DEFAULT_KEY_DELAY;
 pub use machine::{CommandList, Machine};
 pub use network::LinkQuality;
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
+pub use qmp::{QmpEvent, EVENTS_KEPT as QMP_EVENTS_KEPT};
 pub use record::{ConsoleLine, MachineEvent, MachineRecord, RunRecord, StepRecord};
 pub use screen::Screen;
+/// The JSON crate of QMP values ([`Machine::qmp_command`]), for `serde_json::json!` and `Value`.
+pub use serde_json;
 
 use crate::core::{Core, Vm};
 use std::cell::RefCell;
@@ -175,6 +180,33 @@ pub enum Error {
     /// The monitor refused a command or desynchronised.
     #[error("machine {machine}: monitor: {reason}")]
     Monitor {
+        /// The machine.
+        machine: String,
+        /// Why.
+        reason: String,
+    },
+    /// QEMU answered a QMP command with an error.
+    #[error("machine {machine}: QMP command `{command}` failed: {class}: {desc}")]
+    QmpCommandFailed {
+        /// The machine.
+        machine: String,
+        /// The command's name.
+        command: String,
+        /// QEMU's error class, e.g. `CommandNotFound`, `GenericError`.
+        class: String,
+        /// QEMU's description of the error.
+        desc: String,
+    },
+    /// The machine's QEMU has no QMP socket: its start script does not pass the driver's `-qmp`
+    /// option on to QEMU.
+    #[error(
+        "QEMU of machine {0} offers no QMP socket (its start script does not pass the driver's \
+         -qmp option on to QEMU)"
+    )]
+    NoQmp(String),
+    /// QMP cannot be used: QEMU refused the negotiation, or a command could not be built.
+    #[error("machine {machine}: qmp: {reason}")]
+    Qmp {
         /// The machine.
         machine: String,
         /// Why.
@@ -677,6 +709,29 @@ impl Driver {
                 .iter()
                 .try_for_each(|vm| vm.wait_for_shutdown())
         })
+    }
+
+    /// Stops copying the machines' console lines into the log (they are still recorded, for
+    /// `get_console_log`, waits on the console and the report), as NixOS's `serial_stdout_off`.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// driver.serial_stdout_off();
+    /// # }
+    /// ```
+    pub fn serial_stdout_off(&self) {
+        self.core.borrow_mut().serial_stdout = false;
+    }
+
+    /// Copies the machines' console lines into the log again (the default).
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// driver.serial_stdout_on();
+    /// # }
+    /// ```
+    pub fn serial_stdout_on(&self) {
+        self.core.borrow_mut().serial_stdout = true;
     }
 
     /// Stops every running machine at once (no clean shutdown) and reaps it.

@@ -12,10 +12,15 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// How long a start script may take to start QEMU (not scaled: no guest code runs before it).
 const QEMU_START_LIMIT: Duration = Duration::from_secs(60);
 
+/// Where [`Machine::execute_streaming`] sends a command's output.
+type OutputSink<'a> = dyn FnMut(&[u8]) + 'a;
+
 /// How waiting for the backdoor shell ended.
 enum Boot {
     Connected,
     Exited,
+    /// The kernel panicked; QEMU may go on running (panic=0), but the guest is gone.
+    Panicked,
     NoQemu,
 }
 
@@ -152,6 +157,8 @@ impl Machine {
                 } else if vm.exit.is_some() || !vm.shell_events.is_empty() {
                     // Exited, or the shell channel closed before its banner.
                     Some(Boot::Exited)
+                } else if vm.panicked.is_some() {
+                    Some(Boot::Panicked)
                 } else if t0.elapsed() > QEMU_START_LIMIT && !core.monitor_connected(i) {
                     // QEMU connects to its monitor within milliseconds of starting.
                     Some(Boot::NoQemu)
@@ -201,6 +208,9 @@ impl Machine {
                 }
                 Some(Boot::Exited) => {
                     Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected"))
+                }
+                Some(Boot::Panicked) => {
+                    Err(self.gone(&mut core, "before the backdoor shell connected"))
                 }
                 None => Err(Error::Timeout {
                     machine: self.name.clone(),
@@ -305,7 +315,7 @@ impl Machine {
         &self,
         command: &[u8],
         timeout: Duration,
-        mut sink: Option<&mut dyn FnMut(&[u8])>,
+        mut sink: Option<&mut OutputSink>,
     ) -> Result<(i32, Vec<u8>), Error> {
         self.explained(None, || {
             self.connect()?;

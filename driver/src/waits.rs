@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// that turns true soon is seen within milliseconds.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// Longest pause: a condition is seen about half of it (plus one try) after it turns true.
-const MAX_RETRY_DELAY: Duration = Duration::from_millis(60);
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// A try costs the guest at most what it took; pausing this many times as long keeps a wait's
 /// guest CPU use under 10 %, however costly the try (`systemctl` under TCG, say).
 pub(crate) const POLL_DUTY: u32 = 9;
@@ -334,7 +334,20 @@ impl Machine {
     /// # }
     /// ```
     pub fn systemctl(&self, args: &str) -> Result<(i32, String), Error> {
-        self.execute(&format!("systemctl {args}"))
+        self.execute(&systemctl_command(args, None))
+    }
+
+    /// `systemctl --user <args>` for the manager of `user` (logged in, or lingering), as NixOS's
+    /// `systemctl(q, user)`: run through `su -l USER` with its `XDG_RUNTIME_DIR`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let (status, _) = vm.systemctl_as("is-active pipewire.service", "alice")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn systemctl_as(&self, args: &str, user: &str) -> Result<(i32, String), Error> {
+        self.execute(&systemctl_command(args, Some(user)))
     }
 
     /// `systemctl show <unit>` as a map of property to value.
@@ -347,11 +360,32 @@ impl Machine {
     /// # }
     /// ```
     pub fn get_unit_info(&self, unit: &str) -> Result<HashMap<String, String>, Error> {
-        self.unit_info_for(unit, self.limit(None))
+        self.unit_info_for(unit, None, self.limit(None))
     }
 
-    fn unit_info_for(&self, unit: &str, limit: Duration) -> Result<HashMap<String, String>, Error> {
-        let cmd = format!("systemctl --no-pager show {}", sh_quote(unit));
+    /// [`get_unit_info`](Self::get_unit_info) of a unit of `user`'s manager.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let info = vm.get_user_unit_info("app.service", "alice")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_user_unit_info(
+        &self,
+        unit: &str,
+        user: &str,
+    ) -> Result<HashMap<String, String>, Error> {
+        self.unit_info_for(unit, Some(user), self.limit(None))
+    }
+
+    fn unit_info_for(
+        &self,
+        unit: &str,
+        user: Option<&str>,
+        limit: Duration,
+    ) -> Result<HashMap<String, String>, Error> {
+        let cmd = systemctl_command(&format!("--no-pager show {}", sh_quote(unit)), user);
         Ok(parse_properties(&self.succeed_for(&cmd, limit)?))
     }
 
@@ -365,46 +399,75 @@ impl Machine {
     /// # }
     /// ```
     pub fn wait_for_unit(&self, unit: &str, timeout: Option<Duration>) -> Result<(), Error> {
-        self.explained(Some(unit), || {
-            let _step = self.step(format!("waiting for unit {unit}"));
-            self.retry(
-                &format!("unit {unit} to be active"),
-                self.limit(timeout),
-                |left, last| {
-                    let info = self.unit_info_for(unit, left)?;
-                    let state = info.get("ActiveState").map_or("", String::as_str);
-                    *last = format!(
-                        "ActiveState={state} SubState={}",
-                        info.get("SubState").map_or("", String::as_str)
-                    );
-                    match state {
-                        "active" => Ok(Some(())),
-                        "failed" => Err(self.unit_failed(unit)),
-                        "inactive" => {
-                            let (_, jobs) =
-                                self.execute_for("systemctl list-jobs --full 2>&1", left)?;
-                            if jobs.contains("No jobs") {
-                                // The unit may have started between the two queries.
-                                let again = self.unit_info_for(unit, left)?;
-                                if again.get("ActiveState").map(String::as_str) == Some("inactive")
-                                {
-                                    return Err(Error::UnitFailed {
-                                        machine: self.name.clone(),
-                                        unit: unit.to_string(),
-                                        status: format!(
-                                            "it is inactive and no job is pending\n{}",
-                                            self.unit_status(unit)
-                                        ),
-                                    });
-                                }
+        self.explained(Some(unit), || self.wait_for_unit_of(unit, None, timeout))
+    }
+
+    /// [`wait_for_unit`](Self::wait_for_unit) for a unit of `user`'s manager (NixOS's
+    /// `wait_for_unit(unit, user)`).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.wait_for_user_unit("app.service", "alice", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_user_unit(
+        &self,
+        unit: &str,
+        user: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.explained(None, || self.wait_for_unit_of(unit, Some(user), timeout))
+    }
+
+    fn wait_for_unit_of(
+        &self,
+        unit: &str,
+        user: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let whose = user.map(|u| format!(" of user {u}")).unwrap_or_default();
+        let _step = self.step(format!("waiting for unit {unit}{whose}"));
+        self.retry(
+            &format!("unit {unit}{whose} to be active"),
+            self.limit(timeout),
+            |left, last| {
+                let info = self.unit_info_for(unit, user, left)?;
+                let state = info.get("ActiveState").map_or("", String::as_str);
+                *last = format!(
+                    "ActiveState={state} SubState={}",
+                    info.get("SubState").map_or("", String::as_str)
+                );
+                match state {
+                    "active" => Ok(Some(())),
+                    "failed" => Err(Error::UnitFailed {
+                        machine: self.name.clone(),
+                        unit: unit.to_string(),
+                        status: self.unit_status(unit, user),
+                    }),
+                    "inactive" => {
+                        let jobs = systemctl_command("list-jobs --full 2>&1", user);
+                        let (_, jobs) = self.execute_for(&jobs, left)?;
+                        if jobs.contains("No jobs") {
+                            // The unit may have started between the two queries.
+                            let again = self.unit_info_for(unit, user, left)?;
+                            if again.get("ActiveState").map(String::as_str) == Some("inactive") {
+                                return Err(Error::UnitFailed {
+                                    machine: self.name.clone(),
+                                    unit: unit.to_string(),
+                                    status: format!(
+                                        "it is inactive and no job is pending\n{}",
+                                        self.unit_status(unit, user)
+                                    ),
+                                });
                             }
-                            Ok(None)
                         }
-                        _ => Ok(None),
+                        Ok(None)
                     }
-                },
-            )
-        })
+                    _ => Ok(None),
+                }
+            },
+        )
     }
 
     /// Waits until the job `unit` is active: NixOS's name for [`wait_for_unit`](Self::wait_for_unit).
@@ -438,7 +501,7 @@ impl Machine {
                     status: format!(
                         "expected active, it is {}\n{}",
                         state.unwrap_or("unknown"),
-                        self.unit_status(unit)
+                        self.unit_status(unit, None)
                     ),
                 }),
             }
@@ -470,20 +533,16 @@ impl Machine {
         self.systemctl(&format!("stop {}", sh_quote(unit)))
     }
 
-    fn unit_failed(&self, unit: &str) -> Error {
-        Error::UnitFailed {
-            machine: self.name.clone(),
-            unit: unit.to_string(),
-            status: self.unit_status(unit),
-        }
-    }
-
     /// `systemctl status` and the last journal lines of `unit`, for error messages; best effort.
-    fn unit_status(&self, unit: &str) -> String {
+    fn unit_status(&self, unit: &str, user: Option<&str>) -> String {
         let q = sh_quote(unit);
-        let cmd = format!(
-            "systemctl --no-pager status {q} 2>&1; journalctl --no-pager -n 50 -u {q} 2>&1"
-        );
+        // A user's units log to the system journal, found with --user-unit.
+        let journal = match user {
+            None => format!("journalctl --no-pager -n 50 -u {q}"),
+            Some(_) => format!("journalctl --no-pager -n 50 --user-unit {q}"),
+        };
+        let status = systemctl_command(&format!("--no-pager status {q}"), user);
+        let cmd = format!("{status} 2>&1; {journal} 2>&1");
         match self.execute_within(&cmd, Duration::from_secs(30)) {
             Ok((_, out)) => out,
             Err(e) => format!("(could not get the unit's status: {e})"),
@@ -603,6 +662,21 @@ impl Machine {
         self.monitor_expect_silence(&format!(
             "hostfwd_add tcp:{address}:{host_port}-:{guest_port}"
         ))
+    }
+}
+
+/// The shell command running `systemctl <args>`: the system manager's, or `user`'s as NixOS does
+/// it (a login shell of the user, `XDG_RUNTIME_DIR` set so systemctl finds the user manager).
+fn systemctl_command(args: &str, user: Option<&str>) -> String {
+    match user {
+        None => format!("systemctl {args}"),
+        Some(user) => format!(
+            "su -l {} --shell /bin/sh -c {}",
+            sh_quote(user),
+            sh_quote(&format!(
+                "XDG_RUNTIME_DIR=/run/user/$(id -u) systemctl --user {args}"
+            ))
+        ),
     }
 }
 

@@ -190,7 +190,7 @@ fn guest_cpu(vm: &Machine) -> (u64, u64) {
 
 fn uptime(vm: &Machine, file: &str) -> (f64, f64) {
     let out = vm
-        .succeed(&format!("cat {file}; cut -d' ' -f1 /proc/uptime"))
+        .succeed(format!("cat {file}; cut -d' ' -f1 /proc/uptime"))
         .unwrap();
     let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
     (v[0], v[1])
@@ -211,7 +211,7 @@ fn reaction(
     let mut total = 0;
     for n in 0..WAIT_REPEATS {
         let (b0, t0) = guest_cpu(vm);
-        vm.succeed(&arm(n)).unwrap();
+        vm.succeed(arm(n)).unwrap();
         wait(n);
         let (became_true, noticed) = stamp(n);
         let (b1, t1) = guest_cpu(vm);
@@ -424,7 +424,7 @@ fn main() {
     };
     let unit_stamp = |unit: String| {
         let out = sd
-            .succeed(&format!(
+            .succeed(format!(
                 "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}; \
                  cut -d' ' -f1 /proc/uptime"
             ))
@@ -480,7 +480,7 @@ fn main() {
             .filter(|a| **a != m.vlan_address(1))
             .map(String::as_str)
             .collect();
-        m.succeed(&format!(
+        m.succeed(format!(
             "( for ip in {}; do ping -c 1 -W 10 $ip >/dev/null || echo lost $ip; done > /tmp/pings; \
                echo done >> /tmp/pings ) >/dev/null 2>&1 &",
             others.join(" ")

@@ -1,0 +1,528 @@
+//! QMP, the QEMU Machine Protocol: [`Machine::qmp_command`] and [`Machine::wait_for_qmp_event`],
+//! as NixOS's driver offers them.
+//!
+//! QEMU listens on `<state dir>/vm-state-<name>/qmp` (the driver passes
+//! `-qmp unix:…,server=on,wait=off`). The event loop dials it once QEMU has created it, writes the
+//! capabilities negotiation at once, and from then on keeps every reply (by id) and every
+//! asynchronous event (the last [`EVENTS_KEPT`], with their host arrival time) of each machine. A
+//! start script that does not pass the option on to QEMU just has no QMP: the machine works as
+//! before, and the QMP calls fail with [`Error::NoQmp`].
+//!
+//! **Which events a wait sees.** Each machine keeps a cursor into its event queue. A wait looks at
+//! the events from the cursor on, oldest first — so also at events queued before the call — and then
+//! at those arriving while it waits. Every event it looks at is consumed, whether it matched or not,
+//! and it stops at the first match: events queued after the match stay for the next wait. So an event
+//! that arrives between two waits (a `SHUTDOWN` while the test did something else) is seen by the
+//! second, and an event one wait skipped is not seen again. As in NixOS, where the wait reads the
+//! events not consumed yet from the socket, an old unconsumed event matches before a newer one of the
+//! same name. A timed-out wait has consumed every event up to its end. A new start of QEMU begins a
+//! new, empty queue.
+//!
+//! ```no_run
+//! # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+//! use driver::serde_json::json;
+//! assert_eq!(vm.qmp_command("query-status", None)?["status"], "running");
+//! vm.qmp_command("stop", None)?;
+//! vm.wait_for_qmp_event_named("STOP", None)?;
+//! vm.qmp_command("human-monitor-command", Some(json!({"command-line": "info version"})))?;
+//! vm.execute("poweroff -f")?;
+//! let shutdown = vm.wait_for_qmp_event(|e| e.name == "SHUTDOWN", None)?;
+//! assert_eq!(shutdown.data["guest"], true);
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::core::Core;
+use crate::{Error, Machine};
+use qemu_monitor::qmp::{self, Qmp, QmpError};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Events kept per machine; older ones are dropped (a wait skips what it never saw).
+pub const EVENTS_KEPT: usize = 1000;
+/// First pause between two tries to connect to the QMP socket; it doubles up to
+/// [`DIAL_MAX_DELAY`], as the driver's polling waits do.
+const DIAL_FIRST_DELAY: Duration = Duration::from_millis(10);
+/// Longest pause between two tries: the socket is connected at most this long after it appears.
+pub(crate) const DIAL_MAX_DELAY: Duration = Duration::from_millis(60);
+/// How long after QEMU connected to the monitor the QMP socket may still be missing. QEMU creates
+/// both (and the backdoor sockets) in one go before it runs the guest, so a socket missing this long
+/// after is not coming: the start script did not pass the option (not scaled: no guest code runs).
+pub(crate) const DIAL_GRACE: Duration = Duration::from_secs(5);
+/// How long a wait that saw QEMU exit keeps reading the QMP socket for the events QEMU wrote last.
+const EXIT_SETTLE: Duration = Duration::from_millis(500);
+/// Events listed when a wait times out.
+const EVENTS_SHOWN: usize = 10;
+/// Characters of an event's data shown in the log and in errors.
+const DATA_SHOWN: usize = 300;
+/// Events logged at info level; the others at debug level.
+const NOTABLE: [&str; 4] = ["SHUTDOWN", "GUEST_PANICKED", "RESET", "STOP"];
+
+/// An asynchronous QMP event of a machine, e.g. `SHUTDOWN`, `STOP`, `RESUME`, `RESET`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QmpEvent {
+    /// The event's name, e.g. `SHUTDOWN`.
+    pub name: String,
+    /// Its `data` member (`{"guest": true, "reason": "guest-shutdown"}` for a poweroff in the guest);
+    /// `Value::Null` when it has none.
+    pub data: Value,
+    /// When QEMU emitted it, by QEMU's clock; `None` if QEMU could not read its clock.
+    pub timestamp: Option<SystemTime>,
+    /// When the driver received it.
+    pub received: Instant,
+}
+
+impl QmpEvent {
+    /// The event's name and data, shortened, for logs and errors.
+    fn summary(&self) -> String {
+        match &self.data {
+            Value::Null => self.name.clone(),
+            data => format!("{} {}", self.name, shorten(&data.to_string(), DATA_SHOWN)),
+        }
+    }
+}
+
+/// Where the connection to one machine's QMP socket stands.
+#[derive(Clone, Debug)]
+pub(crate) enum Status {
+    /// QEMU was never started.
+    Idle,
+    /// QEMU runs; the socket at `path` is tried at `next`, then after `delay`.
+    Dialing {
+        path: PathBuf,
+        next: Instant,
+        delay: Duration,
+        /// When the dialer first saw QEMU connected to the monitor.
+        monitor_seen: Option<Instant>,
+    },
+    /// Connected; `qmp_capabilities` was written first.
+    Connected,
+    /// QEMU never offered the socket (the start script does not pass `-qmp`).
+    Absent,
+    /// The connection ended, or QEMU exited before offering it.
+    Closed,
+}
+
+/// One machine's QMP state, kept by the event loop: the codec, replies by id, the event queue.
+pub(crate) struct QmpLink {
+    pub(crate) codec: Qmp,
+    pub(crate) status: Status,
+    /// Replies not yet taken by [`Machine::qmp_command`], by command id.
+    replies: HashMap<u64, Result<Value, QmpError>>,
+    /// The last [`EVENTS_KEPT`] events, each with its sequence number.
+    events: VecDeque<(u64, QmpEvent)>,
+    /// The sequence number the next event gets.
+    next_seq: u64,
+    /// Events numbered below this were consumed by a wait.
+    cursor: u64,
+    /// Why QMP cannot be used although connected (QEMU refused the negotiation).
+    refused: Option<String>,
+}
+
+impl QmpLink {
+    /// Nothing started yet.
+    pub(crate) fn idle() -> Self {
+        QmpLink {
+            codec: Qmp::new(),
+            status: Status::Idle,
+            replies: HashMap::new(),
+            events: VecDeque::new(),
+            next_seq: 0,
+            cursor: 0,
+            refused: None,
+        }
+    }
+
+    /// A fresh link for a QEMU just started, which will create its socket at `path`.
+    pub(crate) fn dialing(path: PathBuf, now: Instant) -> Self {
+        QmpLink {
+            status: Status::Dialing {
+                path,
+                next: now + DIAL_FIRST_DELAY,
+                delay: DIAL_FIRST_DELAY,
+                monitor_seen: None,
+            },
+            ..Self::idle()
+        }
+    }
+
+    /// When the dialer wants the loop to wake up next, if it does.
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        match self.status {
+            Status::Dialing { next, .. } => Some(next),
+            _ => None,
+        }
+    }
+
+    /// Takes what the codec decoded: replies by id, events into the queue (logged).
+    pub(crate) fn absorb(&mut self, machine: &str) {
+        while let Some(e) = self.codec.poll_event() {
+            match e {
+                qmp::Event::Greeting(g) => {
+                    log::debug!("{machine}: QMP greeting of QEMU {}", g.version)
+                }
+                qmp::Event::Ready => log::debug!("{machine}: QMP ready"),
+                qmp::Event::NegotiationFailed(e) => {
+                    log::warn!("{machine}: QEMU refused the QMP capabilities negotiation: {e}");
+                    self.refused = Some(format!(
+                        "QEMU refused the QMP capabilities negotiation: {e}"
+                    ));
+                }
+                qmp::Event::Reply { id, result } => {
+                    self.replies.insert(id, result);
+                }
+                qmp::Event::Async {
+                    name,
+                    data,
+                    timestamp,
+                } => {
+                    let timestamp = timestamp.and_then(|t| {
+                        let secs = u64::try_from(t.seconds).ok()?;
+                        let micros = u64::try_from(t.microseconds).ok()?;
+                        Some(
+                            SystemTime::UNIX_EPOCH
+                                + Duration::from_secs(secs)
+                                + Duration::from_micros(micros),
+                        )
+                    });
+                    let event = QmpEvent {
+                        name,
+                        data,
+                        timestamp,
+                        received: Instant::now(),
+                    };
+                    if NOTABLE.contains(&event.name.as_str()) {
+                        log::info!("{machine}: QMP event {}", event.summary());
+                    } else {
+                        log::debug!("{machine}: QMP event {}", event.summary());
+                    }
+                    self.events.push_back((self.next_seq, event));
+                    self.next_seq += 1;
+                    if self.events.len() > EVENTS_KEPT {
+                        self.events.pop_front();
+                    }
+                }
+                qmp::Event::Garbage { reason, excerpt } => {
+                    log::warn!("{machine}: QMP: skipped a bad message ({reason}): {excerpt}")
+                }
+                qmp::Event::TooLong { limit, excerpt } => {
+                    log::warn!("{machine}: QMP: skipped a message over {limit} bytes: {excerpt}")
+                }
+                qmp::Event::Closed { pending, .. } => {
+                    log::debug!(
+                        "{machine}: QMP connection closed ({} commands unanswered)",
+                        pending.len()
+                    );
+                    self.status = Status::Closed;
+                }
+                other => log::debug!("{machine}: QMP: {other:?}"),
+            }
+        }
+    }
+
+    /// Events not consumed yet, oldest first.
+    fn unseen(&self) -> impl Iterator<Item = &(u64, QmpEvent)> {
+        let cursor = self.cursor;
+        self.events.iter().filter(move |(seq, _)| *seq >= cursor)
+    }
+
+    /// Whether events arrived that no wait has looked at.
+    fn has_unseen(&self) -> bool {
+        self.next_seq > self.cursor
+    }
+
+    /// The last events received, for a timeout's message.
+    fn last_events(&self) -> String {
+        let start = self.events.len().saturating_sub(EVENTS_SHOWN);
+        let shown: Vec<String> = self
+            .events
+            .iter()
+            .skip(start)
+            .map(|(_, e)| {
+                format!(
+                    "  {} ({:.1} s ago)",
+                    e.summary(),
+                    e.received.elapsed().as_secs_f64()
+                )
+            })
+            .collect();
+        if shown.is_empty() {
+            "(no QMP event since QEMU started)".into()
+        } else {
+            format!(
+                "last {} of {} QMP events since QEMU started:\n{}",
+                shown.len(),
+                self.next_seq,
+                shown.join("\n")
+            )
+        }
+    }
+}
+
+/// The first `max` characters of `s`, with `…` when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// How waiting for the QMP connection ended.
+enum Link {
+    Up,
+    Absent,
+    Gone,
+}
+
+impl Machine {
+    /// Runs the QMP command `name` with `args` (a JSON object, or `None` for none) and returns its
+    /// `return` value; an error reply becomes [`Error::QmpCommandFailed`] naming its class and
+    /// description. Waits up to the default timeout (times the run's factor) for the reply.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// use driver::serde_json::json;
+    /// let status = vm.qmp_command("query-status", None)?;
+    /// assert_eq!(status["status"], "running");
+    /// let version = vm.qmp_command(
+    ///     "human-monitor-command",
+    ///     Some(json!({"command-line": "info version"})),
+    /// )?;
+    /// println!("QEMU {}", version.as_str().unwrap_or_default().trim());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn qmp_command(&self, name: &str, args: Option<Value>) -> Result<Value, Error> {
+        let _step = self.step(format!("qmp: {name}"));
+        self.qmp_within(name, args, self.limit(None))
+    }
+
+    /// Sends a QMP command and waits up to `limit` for its reply.
+    pub(crate) fn qmp_within(
+        &self,
+        command: &str,
+        args: Option<Value>,
+        limit: Duration,
+    ) -> Result<Value, Error> {
+        let mut core = self.core.borrow_mut();
+        let i = self.i;
+        let deadline = Instant::now() + limit;
+        match self.qmp_link(&mut core, deadline, limit)? {
+            Link::Up => {}
+            Link::Absent => return Err(Error::NoQmp(self.name.clone())),
+            Link::Gone => {
+                let what = match core.vms[i].exit {
+                    Some(_) => {
+                        format!("QEMU has exited, so the QMP command `{command}` cannot run")
+                    }
+                    None => format!("QEMU closed its QMP connection before `{command}` was sent"),
+                };
+                return Err(self.gone(&mut core, &what));
+            }
+        }
+        // Replies to commands abandoned by a timeout or an interrupt are no one's.
+        let link = &mut core.vms[i].qmp;
+        link.replies.clear();
+        let (id, bytes) = link.codec.command(command, args).map_err(|e| Error::Qmp {
+            machine: self.name.clone(),
+            reason: format!("cannot send `{command}`: {e}"),
+        })?;
+        if !core.write_qmp(i, &bytes) {
+            let what = format!("QEMU's QMP connection closed before `{command}` was sent");
+            return Err(self.gone(&mut core, &what));
+        }
+        let reply = core.run_until(deadline, |core| {
+            let link = &mut core.vms[i].qmp;
+            if let Some(r) = link.replies.remove(&id) {
+                Some(Some(r))
+            } else if link.codec.is_closed() || !core.qmp_connected(i) {
+                Some(None)
+            } else {
+                None
+            }
+        })?;
+        match reply {
+            Some(Some(Ok(value))) => Ok(value),
+            Some(Some(Err(QmpError { class, desc }))) => Err(Error::QmpCommandFailed {
+                machine: self.name.clone(),
+                command: command.to_string(),
+                class,
+                desc,
+            }),
+            Some(None) => {
+                let what = format!("QEMU closed its QMP connection before answering `{command}`");
+                Err(self.gone(&mut core, &what))
+            }
+            None => Err(Error::Timeout {
+                machine: self.name.clone(),
+                what: format!("QEMU's reply to the QMP command `{command}`"),
+                after: limit,
+                last: String::new(),
+            }),
+        }
+    }
+
+    /// Waits for the QMP connection to be set up (QEMU creates the socket right after it starts).
+    fn qmp_link(&self, core: &mut Core, deadline: Instant, limit: Duration) -> Result<Link, Error> {
+        let i = self.i;
+        let vm = &core.vms[i];
+        if vm.io.is_none() && vm.exit.is_none() {
+            return Err(Error::NotRunning(self.name.clone()));
+        }
+        core.run_until(deadline, |core| {
+            let vm = &core.vms[i];
+            match vm.qmp.status {
+                Status::Connected if vm.exit.is_none() => Some(()),
+                Status::Dialing { .. } if vm.exit.is_none() => None,
+                _ => Some(()),
+            }
+        })?;
+        let vm = &core.vms[i];
+        if let Some(reason) = &vm.qmp.refused {
+            return Err(Error::Qmp {
+                machine: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(match vm.qmp.status {
+            _ if vm.exit.is_some() => Link::Gone,
+            Status::Connected => Link::Up,
+            Status::Absent => Link::Absent,
+            Status::Idle | Status::Closed => Link::Gone,
+            Status::Dialing { .. } => {
+                return Err(Error::Timeout {
+                    machine: self.name.clone(),
+                    what: "QEMU's QMP socket to appear".into(),
+                    after: limit,
+                    last: vm.context(20),
+                })
+            }
+        })
+    }
+
+    /// Waits for a QMP event `filter` accepts, up to `timeout` (default 900 s) times the run's
+    /// factor, and returns it. The filter runs outside the event loop, so it may call the driver.
+    ///
+    /// Which events count: the machine's events not consumed yet, oldest first — also those that
+    /// arrived before the call — then those arriving during it. Every event the wait looks at is
+    /// consumed, matched or not, and it stops at the first match; events after the match stay for
+    /// the next wait. So an event that arrives between two waits is seen by the second. A timed-out
+    /// wait consumed every event up to its end. If QEMU exits, a matching event it sent before is
+    /// still returned; otherwise the wait fails at once. A new start of QEMU begins an empty queue.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.execute("echo o > /proc/sysrq-trigger &")?;
+    /// let e = vm.wait_for_qmp_event(|e| e.name == "SHUTDOWN", Some(std::time::Duration::from_secs(60)))?;
+    /// assert_eq!(e.data["guest"], true);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_qmp_event(
+        &self,
+        filter: impl Fn(&QmpEvent) -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<QmpEvent, Error> {
+        self.wait_qmp_event("a QMP event accepted by the filter", &filter, timeout)
+    }
+
+    /// [`wait_for_qmp_event`](Self::wait_for_qmp_event) for the next event named `name`
+    /// (`SHUTDOWN`, `STOP`, `RESUME`, `RESET`, `GUEST_PANICKED`, …).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.qmp_command("stop", None)?;
+    /// vm.wait_for_qmp_event_named("STOP", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_qmp_event_named(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<QmpEvent, Error> {
+        self.wait_qmp_event(&format!("QMP event {name}"), &|e| e.name == name, timeout)
+    }
+
+    /// The wait behind both public forms; `what` names the event awaited in errors.
+    fn wait_qmp_event(
+        &self,
+        what: &str,
+        filter: &dyn Fn(&QmpEvent) -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<QmpEvent, Error> {
+        self.explained(None, || {
+            let limit = self.limit(timeout);
+            let _step = self.step(format!("waiting for {what}"));
+            let i = self.i;
+            let deadline = Instant::now() + limit;
+            let mut exit_seen: Option<Instant> = None;
+            loop {
+                // The filter runs without the loop borrowed: it may call the driver.
+                let unseen: Vec<(u64, QmpEvent)> =
+                    self.core.borrow().vms[i].qmp.unseen().cloned().collect();
+                for (seq, event) in unseen {
+                    self.core.borrow_mut().vms[i].qmp.cursor = seq + 1;
+                    if filter(&event) {
+                        log::info!("{}: got {}", self.name, event.summary());
+                        return Ok(event);
+                    }
+                }
+                // (Events the bounded queue dropped before the wait saw them are skipped: the
+                // cursor moved past them with the first later event looked at.)
+                let mut core = self.core.borrow_mut();
+                let vm = &core.vms[i];
+                if vm.io.is_none() && vm.exit.is_none() {
+                    return Err(Error::NotRunning(self.name.clone()));
+                }
+                if let Some(reason) = &vm.qmp.refused {
+                    return Err(Error::Qmp {
+                        machine: self.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                if matches!(vm.qmp.status, Status::Absent) {
+                    return Err(Error::NoQmp(self.name.clone()));
+                }
+                if vm.exit.is_some() {
+                    // What QEMU wrote before it exited is read by now (its socket reached end of
+                    // file), or was not coming.
+                    let since = *exit_seen.get_or_insert_with(Instant::now);
+                    if !core.qmp_connected(i) || since.elapsed() >= EXIT_SETTLE {
+                        let what = format!("QEMU exited while waiting for {what}");
+                        return Err(self.gone(&mut core, &what));
+                    }
+                }
+                // Without a QMP end of file, the settling time must still end the wait.
+                let until = match exit_seen {
+                    Some(since) => deadline.min(since + EXIT_SETTLE),
+                    None => deadline,
+                };
+                let got = core.run_until(until, |core| {
+                    let vm = &core.vms[i];
+                    let changed = vm.qmp.has_unseen()
+                        || matches!(vm.qmp.status, Status::Absent)
+                        || vm.qmp.refused.is_some()
+                        || match (vm.exit, exit_seen) {
+                            (None, _) => false,
+                            (Some(_), None) => true,
+                            (Some(_), Some(since)) => {
+                                !core.qmp_connected(i) || since.elapsed() >= EXIT_SETTLE
+                            }
+                        };
+                    changed.then_some(())
+                })?;
+                if got.is_none() && Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        machine: self.name.clone(),
+                        what: what.to_string(),
+                        after: limit,
+                        last: core.vms[i].qmp.last_events(),
+                    });
+                }
+            }
+        })
+    }
+}
