@@ -120,6 +120,65 @@ fn boot_commands_and_shutdown() {
     );
     assert_eq!(vm.copy_from_machine("/etc/hostname").unwrap(), b"systemd\n");
 
+    // A user's units (NixOS's `user` argument): alice's manager, started as logind would.
+    vm.succeed("useradd -m alice && systemctl start user@$(id -u alice).service")
+        .unwrap();
+    vm.write_file(
+        "/etc/systemd/user/hello.service",
+        b"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/echo hello-from-alice\n",
+    )
+    .unwrap();
+    assert_eq!(vm.systemctl_as("daemon-reload", "alice").unwrap().0, 0);
+    let err = vm
+        .wait_for_user_unit("hello.service", "alice", Some(Duration::from_secs(60)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no job is pending"), "{err}");
+    assert_eq!(
+        vm.systemctl_as("start hello.service", "alice").unwrap().0,
+        0
+    );
+    vm.wait_for_user_unit("hello.service", "alice", Some(Duration::from_secs(60)))
+        .unwrap();
+    let info = vm.get_user_unit_info("hello.service", "alice").unwrap();
+    assert_eq!(info["ActiveState"], "active");
+    // The system manager has no such unit.
+    assert_eq!(
+        vm.get_unit_info("hello.service").unwrap()["LoadState"],
+        "not-found"
+    );
+
+    // Virtual terminals: the login prompt on tty1, and text written to it.
+    vm.wait_until_tty_matches(1, "login: ", Some(Duration::from_secs(60)))
+        .unwrap();
+    vm.succeed("(sleep 1; echo tty-marker-$((6 * 7)) > /dev/tty1) >/dev/null 2>&1 &")
+        .unwrap();
+    vm.wait_until_tty_matches(1, "tty-marker-42", Some(Duration::from_secs(60)))
+        .unwrap();
+    let text = vm.get_tty_text(1).unwrap();
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    let err = vm
+        .wait_until_tty_matches(1, "never-there", Some(Duration::from_secs(2)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/never-there/ on tty1") && err.contains("tty-marker-42"),
+        "{err}"
+    );
+    vm.dump_tty_contents(1).unwrap();
+    // Typing into the serial console: a reader on it gets the line.
+    vm.succeed("(head -n 1 /dev/ttyS0 > /tmp/typed) >/dev/null 2>&1 &")
+        .unwrap();
+    vm.succeed("sleep 0.5").unwrap();
+    vm.send_console("typed-on-the-serial-console\n").unwrap();
+    vm.wait_for_file("/tmp/typed", Some(Duration::from_secs(30)))
+        .unwrap();
+    vm.wait_until_succeeds(
+        "grep -qx typed-on-the-serial-console /tmp/typed",
+        Some(Duration::from_secs(30)),
+    )
+    .unwrap();
+
     vm.shutdown().unwrap();
     assert!(!vm.is_running());
 }
