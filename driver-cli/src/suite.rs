@@ -446,30 +446,8 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // Captured before the fork: in the child, getppid() differs from this iff we already died.
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (prctl, getppid, _exit); it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            // SIGTERM, not SIGKILL: the child then stops its machines as on any SIGTERM.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl; then no signal would ever come.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    // SIGTERM, not SIGKILL: the child then stops its machines as on any SIGTERM.
+    qemu_proc::die_with_parent(&mut cmd, libc::SIGTERM);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", exe.display()))?;

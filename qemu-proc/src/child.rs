@@ -85,30 +85,7 @@ impl Child {
             // Our own group, so one signal reaches everything the machine started, and a terminal's ^C
             // reaches only the driver, which then stops the machines in order.
             .process_group(0);
-        // Captured before the fork: in the child, getppid() differs from this iff we already died.
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-        // (prctl, getppid, _exit); it allocates nothing and takes no locks. `unsafe` is needed because
-        // pre_exec cannot check that by itself.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl; then no signal would ever come.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd, libc::SIGKILL);
         let mut attempt = 0;
         let child = loop {
             match cmd.spawn() {
@@ -349,6 +326,28 @@ impl Drop for Child {
                 }
             }
         }
+    }
+}
+
+/// Makes the process `cmd` spawns get `signal` when the spawning thread dies (`PR_SET_PDEATHSIG`;
+/// see [`Child`] for its limits), and exit at once if the parent died before that was set.
+pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
+    // Captured before the fork: in the child, getppid() differs from this iff we already died.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
+    // (prctl, getppid, _exit); it allocates nothing and takes no locks. `unsafe` is needed because
+    // pre_exec cannot check that by itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl; then no signal would ever come.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -40,7 +40,7 @@ mod state;
 mod watchdog;
 
 pub use accel::{probe_accel, Accel, AccelChoice, ACCEL_ENV};
-pub use child::{become_subreaper, live_members, Child, DROP_GRACE};
+pub use child::{become_subreaper, die_with_parent, live_members, Child, DROP_GRACE};
 pub use error::Error;
 pub use plan::{
     launch_plan, machine_name_from_script, BuiltinVm, LaunchOptions, LaunchPlan, MachinePaths,
