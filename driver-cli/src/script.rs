@@ -277,6 +277,26 @@ fn tty_number(tty: i64) -> Res<u32> {
         .ok_or_else(|| format!("tty {tty}: virtual terminals are numbered 1 to 63").into())
 }
 
+fn polling_condition(
+    d: &Driver,
+    ctx: &NativeCallContext,
+    name: &str,
+    interval: Duration,
+    check: &FnPtr,
+    body: &FnPtr,
+) -> Res<Dynamic> {
+    let checked = || -> driver::CheckResult {
+        check
+            .call_within_context::<Dynamic>(ctx, ())
+            .map(drop)
+            .map_err(|e| innermost(&e).0.into())
+    };
+    d.with_polling_condition(name, interval, checked, || {
+        Ok(body.call_within_context::<Dynamic>(ctx, ()))
+    })
+    .map_err(err)?
+}
+
 pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     let mut e = Engine::new();
     // Stops a script that loops without calling the driver when the run is interrupted; a
@@ -749,6 +769,22 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
         "retry",
         move |ctx: NativeCallContext, f: FnPtr, t: Dynamic| {
             retry(&d, &ctx, &f, secs(t)?.mul_f64(d.timeout_factor()))
+        },
+    );
+    // NixOS's polling_condition: `polling_condition(name[, interval], check, body)` runs body while
+    // check must hold, checked before body's guest commands, at most every interval (2 s).
+    let d = driver.clone();
+    e.register_fn(
+        "polling_condition",
+        move |ctx: NativeCallContext, name: &str, check: FnPtr, body: FnPtr| {
+            polling_condition(&d, &ctx, name, Duration::from_secs(2), &check, &body)
+        },
+    );
+    let d = driver.clone();
+    e.register_fn(
+        "polling_condition",
+        move |ctx: NativeCallContext, name: &str, t: Dynamic, check: FnPtr, body: FnPtr| {
+            polling_condition(&d, &ctx, name, secs(t)?, &check, &body)
         },
     );
     let (d, cases) = (driver.clone(), cases.clone());

@@ -424,7 +424,7 @@ fn a_snapshot_cache_resumes_a_machine_booted_by_an_earlier_run() {
 }
 
 #[test]
-fn qmp_commands_and_events_from_a_script() {
+fn qmp_commands_events_and_polling_conditions_from_a_script() {
     let dir = scratch("qmp");
     let script = dir.join("qmp.rhai");
     std::fs::write(
@@ -452,6 +452,18 @@ try { tiny.qmp_command("no-such-command"); } catch (err) {
     failed = true;
 }
 if !failed { throw "an unknown QMP command succeeded"; }
+// polling_condition: the body's value comes back; a broken condition is named.
+tiny.succeed("touch /tmp/up");
+let n = polling_condition("up stays", || tiny.succeed("test -e /tmp/up"), || { tiny.succeed("true"); 7 });
+if n != 7 { throw `the body's value: ${n}`; }
+let msg = "";
+try {
+    polling_condition("up stays", 0, || tiny.succeed("test -e /tmp/up"), || {
+        tiny.succeed("rm /tmp/up");
+        tiny.succeed("true");
+    });
+} catch (err) { msg = err; }
+if !msg.contains("polling condition \"up stays\" failed") { throw `not named: ${msg}`; }
 tiny.succeed("(sleep 1; echo o > /proc/sysrq-trigger) >/dev/null 2>&1 &");
 let e = tiny.wait_for_qmp_event(|ev| ev.name == "SHUTDOWN" && ev.data.guest);
 log(`powered off: ${e.data.reason}`);

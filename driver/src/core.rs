@@ -270,6 +270,8 @@ pub(crate) struct Core {
     /// Whether guests' console lines go to the log (NixOS's serial_stdout_on/off); they are
     /// recorded for the report and `get_console_log` either way.
     pub(crate) serial_stdout: bool,
+    /// Polling conditions in force (`Driver::with_polling_condition`).
+    pub(crate) conditions: crate::polling::Conditions,
     /// Where screenshots taken for failure reports go.
     pub(crate) output_dir: Option<std::path::PathBuf>,
     /// Where machines are kept booted and ready across runs.
@@ -340,6 +342,7 @@ impl Core {
             timeout_factor: 1.0,
             max_output: crate::MAX_OUTPUT,
             serial_stdout: true,
+            conditions: Default::default(),
             output_dir: None,
             snapshot_cache: None,
             explaining: 0,

@@ -27,6 +27,7 @@ mod machine;
 mod network;
 mod ocr;
 mod parity;
+mod polling;
 mod qmp;
 mod record;
 mod screen;
@@ -42,6 +43,7 @@ pub use coverage::COVERAGE_DIR;
 pub use keys::DEFAULT_KEY_DELAY;
 pub use machine::{CommandList, Machine};
 pub use network::LinkQuality;
+pub use polling::CheckResult;
 pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
 pub use qmp::{QmpEvent, EVENTS_KEPT as QMP_EVENTS_KEPT};
 pub use record::{ConsoleLine, MachineEvent, MachineRecord, RunRecord, StepRecord};
@@ -145,6 +147,14 @@ pub enum Error {
         /// The machine.
         machine: String,
         /// What was seen.
+        reason: String,
+    },
+    /// A polling condition (see [`Driver::with_polling_condition`]) did not hold.
+    #[error("polling condition \"{name}\" failed: {reason}")]
+    PollingConditionFailed {
+        /// The condition's name.
+        name: String,
+        /// Why its check failed.
         reason: String,
     },
     /// The backdoor shell stopped answering (see the reason); commands fail at once until it returns.

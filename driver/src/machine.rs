@@ -317,6 +317,7 @@ impl Machine {
         timeout: Duration,
         mut sink: Option<&mut OutputSink>,
     ) -> Result<(i32, Vec<u8>), Error> {
+        crate::polling::check_polling_conditions(&self.core)?;
         self.explained(None, || {
             self.connect()?;
             let mut core = self.core.borrow_mut();
