@@ -14,7 +14,7 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
 const MAX_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// A try costs the guest at most what it took; pausing this many times as long keeps a wait's
 /// guest CPU use under 10 %, however costly the try (`systemctl` under TCG, say).
-pub(crate) const POLL_DUTY: u32 = 9;
+pub(crate) const POLL_DUTY: u32 = 12;
 /// Longest pause the pacing asks for: a try that is slow because the guest is busy (booting, say)
 /// rather than costly must not stretch the wait.
 const MAX_PACED_DELAY: Duration = Duration::from_secs(1);

@@ -246,6 +246,15 @@ fn reaction_row(what: &str, (took, cpu): (Duration, f64), base: f64) -> Row {
     }
 }
 
+/// Whether section `name` runs: all by default, or those listed in `VMTD_BENCH` (comma-separated:
+/// boot, roundtrip, throughput, waits, unit, scale).
+fn wanted(name: &str) -> bool {
+    match std::env::var("VMTD_BENCH") {
+        Ok(list) => list.split(',').any(|s| s.trim() == name),
+        Err(_) => true,
+    }
+}
+
 fn main() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .try_init();
@@ -253,31 +262,33 @@ fn main() {
     let mut rows = Vec::new();
     let options = Options::default();
 
-    // Boot, interleaved: the driver's start to backdoor, and QEMU alone to the banner.
-    let mut driver_boots = Vec::new();
-    let mut raw_boots = Vec::new();
-    for n in 0..BOOTS {
-        let raw = RawGuest::start(&tiny, n);
-        raw_boots.push(raw.booted);
-        drop(raw);
-        let driver = Driver::with_options(&options).unwrap();
-        let vm = driver
-            .add_machine(StartCommand::Script(tiny.clone()))
-            .unwrap();
-        let t0 = Instant::now();
-        vm.connect().unwrap();
-        driver_boots.push(t0.elapsed());
+    if wanted("boot") {
+        // Boot, interleaved: the driver's start to backdoor, and QEMU alone to the banner.
+        let mut driver_boots = Vec::new();
+        let mut raw_boots = Vec::new();
+        for n in 0..BOOTS {
+            let raw = RawGuest::start(&tiny, n);
+            raw_boots.push(raw.booted);
+            drop(raw);
+            let driver = Driver::with_options(&options).unwrap();
+            let vm = driver
+                .add_machine(StartCommand::Script(tiny.clone()))
+                .unwrap();
+            let t0 = Instant::now();
+            vm.connect().unwrap();
+            driver_boots.push(t0.elapsed());
+        }
+        let (db, rb) = (median(driver_boots), median(raw_boots));
+        let extra = db.as_secs_f64() - rb.as_secs_f64();
+        rows.push(Row {
+            goal: "boot: start() to backdoor ready".into(),
+            measured: format!("{:.3} s", db.as_secs_f64()),
+            reference: format!("QEMU alone, to the banner: {:.3} s", rb.as_secs_f64()),
+            ratio: format!("{:+.1} ms", extra * 1000.0),
+            target: "≤ +20 ms".into(),
+            pass: extra <= 0.020,
+        });
     }
-    let (db, rb) = (median(driver_boots), median(raw_boots));
-    let extra = db.as_secs_f64() - rb.as_secs_f64();
-    rows.push(Row {
-        goal: "boot: start() to backdoor ready".into(),
-        measured: format!("{:.3} s", db.as_secs_f64()),
-        reference: format!("QEMU alone, to the banner: {:.3} s", rb.as_secs_f64()),
-        ratio: format!("{:+.1} ms", extra * 1000.0),
-        target: "≤ +20 ms".into(),
-        pass: extra <= 0.020,
-    });
 
     // Round trip and throughput: the driver's tiny guest and a raw one, side by side.
     let driver = Driver::with_options(&options).unwrap();
@@ -309,218 +320,228 @@ fn main() {
         pass: ratio <= 1.2,
     });
 
-    let cmd = format!("head -c {OUTPUT_BYTES} /dev/zero | tr '\\000' a");
-    let (_, hwm0) = rss_kib();
-    let t0 = Instant::now();
-    let mut got = 0;
-    let status = vm
-        .execute_streaming(&cmd, Duration::from_secs(600), |b| got += b.len())
-        .unwrap();
-    let driver_time = t0.elapsed();
-    assert_eq!((status, got), (0, OUTPUT_BYTES));
-    let (_, hwm1) = rss_kib();
-    let t0 = Instant::now();
-    let mut raw_got = 0;
-    raw.sock
-        .write_all(format!("( {cmd} ) </dev/null; echo; echo tag $?\n").as_bytes())
-        .unwrap();
-    raw.read_until(b"\ntag 0\n", |n| raw_got += n);
-    let raw_time = t0.elapsed();
-    assert!(raw_got >= OUTPUT_BYTES);
-    let speed = |t: Duration| OUTPUT_BYTES as f64 / t.as_secs_f64() / 1e6;
-    let ratio = speed(driver_time) / speed(raw_time);
-    rows.push(Row {
-        goal: "throughput: 100 MB of output (execute_streaming)".into(),
-        measured: format!(
-            "{:.2} MB/s, driver peak RSS +{} KiB",
-            speed(driver_time),
-            hwm1.saturating_sub(hwm0)
-        ),
-        reference: format!("raw shell: {:.2} MB/s", speed(raw_time)),
-        ratio: format!("{ratio:.2} ×"),
-        target: "≥ 0.8 ×, memory bounded".into(),
-        pass: ratio >= 0.8 && hwm1.saturating_sub(hwm0) < 16 * 1024,
-    });
+    if wanted("throughput") {
+        let cmd = format!("head -c {OUTPUT_BYTES} /dev/zero | tr '\\000' a");
+        let (_, hwm0) = rss_kib();
+        let t0 = Instant::now();
+        let mut got = 0;
+        let status = vm
+            .execute_streaming(&cmd, Duration::from_secs(600), |b| got += b.len())
+            .unwrap();
+        let driver_time = t0.elapsed();
+        assert_eq!((status, got), (0, OUTPUT_BYTES));
+        let (_, hwm1) = rss_kib();
+        let t0 = Instant::now();
+        let mut raw_got = 0;
+        raw.sock
+            .write_all(format!("( {cmd} ) </dev/null; echo; echo tag $?\n").as_bytes())
+            .unwrap();
+        raw.read_until(b"\ntag 0\n", |n| raw_got += n);
+        let raw_time = t0.elapsed();
+        assert!(raw_got >= OUTPUT_BYTES);
+        let speed = |t: Duration| OUTPUT_BYTES as f64 / t.as_secs_f64() / 1e6;
+        let ratio = speed(driver_time) / speed(raw_time);
+        rows.push(Row {
+            goal: "throughput: 100 MB of output (execute_streaming)".into(),
+            measured: format!(
+                "{:.2} MB/s, driver peak RSS +{} KiB",
+                speed(driver_time),
+                hwm1.saturating_sub(hwm0)
+            ),
+            reference: format!("raw shell: {:.2} MB/s", speed(raw_time)),
+            ratio: format!("{ratio:.2} ×"),
+            target: "≥ 0.8 ×, memory bounded".into(),
+            pass: ratio >= 0.8 && hwm1.saturating_sub(hwm0) < 16 * 1024,
+        });
+    }
     drop(raw);
 
-    // Wait reactions on the tiny guest.
-    let stamp = |n: usize| uptime(&vm, &format!("/tmp/t-{n}"));
-    // In a second: note the guest's uptime in /tmp/t-N, then make the condition true.
-    let later = |n: usize, then: String| {
-        format!("( sleep 1; cut -d' ' -f1 /proc/uptime > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &")
-    };
-    let (_, base) = reaction(
-        &vm,
-        "baseline: a plain sleep",
-        |n| later(n, format!("touch /tmp/b-{n}")),
-        |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
-        stamp,
-    );
-    rows.push(reaction_row(
-        "wait_until_succeeds(\"test -e /tmp/f\")",
-        reaction(
+    if wanted("waits") {
+        // Wait reactions on the tiny guest.
+        let stamp = |n: usize| uptime(&vm, &format!("/tmp/t-{n}"));
+        // In a second: note the guest's uptime in /tmp/t-N, then make the condition true.
+        let later = |n: usize, then: String| {
+            format!(
+                "( sleep 1; cut -d' ' -f1 /proc/uptime > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &"
+            )
+        };
+        let (_, base) = reaction(
             &vm,
-            "wait_until_succeeds",
-            |n| later(n, format!("touch /tmp/s-{n}")),
-            |n| {
-                vm.wait_until_succeeds(&format!("test -e /tmp/s-{n}"), None)
-                    .unwrap();
-            },
+            "baseline: a plain sleep",
+            |n| later(n, format!("touch /tmp/b-{n}")),
+            |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
             stamp,
-        ),
-        base,
-    ));
-    rows.push(reaction_row(
-        "wait_for_file",
-        reaction(
-            &vm,
+        );
+        rows.push(reaction_row(
+            "wait_until_succeeds(\"test -e /tmp/f\")",
+            reaction(
+                &vm,
+                "wait_until_succeeds",
+                |n| later(n, format!("touch /tmp/s-{n}")),
+                |n| {
+                    vm.wait_until_succeeds(&format!("test -e /tmp/s-{n}"), None)
+                        .unwrap();
+                },
+                stamp,
+            ),
+            base,
+        ));
+        rows.push(reaction_row(
             "wait_for_file",
-            |n| later(n, format!("touch /tmp/f-{n}")),
-            |n| vm.wait_for_file(&format!("/tmp/f-{n}"), None).unwrap(),
-            stamp,
-        ),
-        base,
-    ));
-    rows.push(reaction_row(
-        "wait_for_open_port",
-        reaction(
-            &vm,
+            reaction(
+                &vm,
+                "wait_for_file",
+                |n| later(n, format!("touch /tmp/f-{n}")),
+                |n| vm.wait_for_file(&format!("/tmp/f-{n}"), None).unwrap(),
+                stamp,
+            ),
+            base,
+        ));
+        rows.push(reaction_row(
             "wait_for_open_port",
-            |n| later(n, format!("httpd -p {} -h /tmp", 8100 + n)),
-            |n| vm.wait_for_open_port(8100 + n as u16, None, None).unwrap(),
-            stamp,
-        ),
-        base,
-    ));
-    rows.push(reaction_row(
-        "wait_for_console_text",
-        reaction(
-            &vm,
+            reaction(
+                &vm,
+                "wait_for_open_port",
+                |n| later(n, format!("nc -l -p {} </dev/null >/dev/null", 8100 + n)),
+                |n| vm.wait_for_open_port(8100 + n as u16, None, None).unwrap(),
+                stamp,
+            ),
+            base,
+        ));
+        rows.push(reaction_row(
             "wait_for_console_text",
-            |n| later(n, format!("echo console-mark-{n} > /dev/ttyS0")),
-            |n| {
-                vm.wait_for_console_text(&format!("console-mark-{n}"), None)
-                    .unwrap();
-            },
-            stamp,
-        ),
-        base,
-    ));
+            reaction(
+                &vm,
+                "wait_for_console_text",
+                |n| later(n, format!("echo console-mark-{n} > /dev/ttyS0")),
+                |n| {
+                    vm.wait_for_console_text(&format!("console-mark-{n}"), None)
+                        .unwrap();
+                },
+                stamp,
+            ),
+            base,
+        ));
+    }
     drop(vm);
     drop(driver);
 
-    // wait_for_unit on the systemd guest: the unit's own activation time against the guest clock.
-    let driver = Driver::with_options(&options).unwrap();
-    let sd = driver
-        .add_machine(StartCommand::Script(tests::guest_start_script("systemd")))
-        .unwrap();
-    sd.wait_for_unit("multi-user.target", None).unwrap();
-    // Activating at once (a unit that does not exist fails the wait, as in NixOS), active a
-    // second later; its activation time is systemd's own, on the guest's monotonic clock.
-    let unit_arm = |unit: String| {
-        format!(
-            "systemd-run --no-block -p Type=oneshot -p RemainAfterExit=yes --unit={unit} sleep 1"
-        )
-    };
-    let unit_stamp = |unit: String| {
-        let out = sd
-            .succeed(format!(
-                "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}; \
-                 cut -d' ' -f1 /proc/uptime"
+    if wanted("unit") {
+        // wait_for_unit on the systemd guest: the unit's own activation time against the guest clock.
+        let driver = Driver::with_options(&options).unwrap();
+        let sd = driver
+            .add_machine(StartCommand::Script(tests::guest_start_script("systemd")))
+            .unwrap();
+        sd.wait_for_unit("multi-user.target", None).unwrap();
+        // Activating at once (a unit that does not exist fails the wait, as in NixOS), active a
+        // second later; its activation time is systemd's own, on the guest's monotonic clock.
+        let unit_arm = |unit: String| {
+            format!(
+                "systemd-run --no-block -p Type=oneshot -p RemainAfterExit=yes --unit={unit} sleep 1"
+            )
+        };
+        let unit_stamp = |unit: String| {
+            let out = sd
+                .succeed(format!(
+                    "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}; \
+                     cut -d' ' -f1 /proc/uptime"
+                ))
+                .unwrap();
+            let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0] / 1e6, v[1])
+        };
+        let (_, sd_base) = reaction(
+            &sd,
+            "baseline: a plain sleep",
+            |n| unit_arm(format!("base-{n}")),
+            |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
+            |n| unit_stamp(format!("base-{n}")),
+        );
+        rows.push(reaction_row(
+            "wait_for_unit",
+            reaction(
+                &sd,
+                "wait_for_unit",
+                |n| unit_arm(format!("bench-{n}")),
+                |n| {
+                    sd.wait_for_unit(&format!("bench-{n}.service"), None)
+                        .unwrap();
+                },
+                |n| unit_stamp(format!("bench-{n}")),
+            ),
+            sd_base,
+        ));
+        drop(sd);
+        drop(driver);
+    }
+
+    if wanted("scale") {
+        // Scale: 16 tiny guests on VLAN 1, every one pinging every other.
+        let driver = Driver::with_options(&options).unwrap();
+        let machines: Vec<Machine> = (1..=SCALE)
+            .map(|n| {
+                let m = driver
+                    .add_named_machine(&format!("m{n}"), StartCommand::Script(tiny.clone()))
+                    .unwrap();
+                m.attach_vlans(&[1]).unwrap();
+                m
+            })
+            .collect();
+        let t0 = Instant::now();
+        driver.start_all().unwrap();
+        for m in &machines {
+            m.connect().unwrap();
+        }
+        let booted = t0.elapsed();
+        let addresses: Vec<String> = machines.iter().map(|m| m.vlan_address(1)).collect();
+        for m in &machines {
+            let others: Vec<&str> = addresses
+                .iter()
+                .filter(|a| **a != m.vlan_address(1))
+                .map(String::as_str)
+                .collect();
+            m.succeed(format!(
+                "( for ip in {}; do ping -c 1 -W 10 $ip >/dev/null || echo lost $ip; done > /tmp/pings; \
+                   echo done >> /tmp/pings ) >/dev/null 2>&1 &",
+                others.join(" ")
             ))
             .unwrap();
-        let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
-        (v[0] / 1e6, v[1])
-    };
-    let (_, sd_base) = reaction(
-        &sd,
-        "baseline: a plain sleep",
-        |n| unit_arm(format!("base-{n}")),
-        |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
-        |n| unit_stamp(format!("base-{n}")),
-    );
-    rows.push(reaction_row(
-        "wait_for_unit",
-        reaction(
-            &sd,
-            "wait_for_unit",
-            |n| unit_arm(format!("bench-{n}")),
-            |n| {
-                sd.wait_for_unit(&format!("bench-{n}.service"), None)
-                    .unwrap();
-            },
-            |n| unit_stamp(format!("bench-{n}")),
-        ),
-        sd_base,
-    ));
-    drop(sd);
-    drop(driver);
-
-    // Scale: 16 tiny guests on VLAN 1, every one pinging every other.
-    let driver = Driver::with_options(&options).unwrap();
-    let machines: Vec<Machine> = (1..=SCALE)
-        .map(|n| {
-            let m = driver
-                .add_named_machine(&format!("m{n}"), StartCommand::Script(tiny.clone()))
+        }
+        let mut lost = 0;
+        for m in &machines {
+            m.wait_until_succeeds("grep -q done /tmp/pings", None)
                 .unwrap();
-            m.attach_vlans(&[1]).unwrap();
-            m
-        })
-        .collect();
-    let t0 = Instant::now();
-    driver.start_all().unwrap();
-    for m in &machines {
-        m.connect().unwrap();
+            lost += m
+                .succeed("grep -c lost /tmp/pings || true")
+                .unwrap()
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0);
+        }
+        let idle = Duration::from_secs(10);
+        let c0 = cpu_time();
+        let w0 = Instant::now();
+        driver.sleep(idle).unwrap();
+        let cpu = cpu_time().saturating_sub(c0).as_secs_f64() / w0.elapsed().as_secs_f64();
+        let (rss, _) = rss_kib();
+        rows.push(Row {
+            goal: format!("scale: {SCALE} tiny guests on one VLAN, all pinging all"),
+            measured: format!(
+                "driver RSS {:.1} MB, CPU {:.2} % over {}s idle; {lost} of {} pings lost; booted in {:.1} s",
+                rss as f64 / 1024.0,
+                cpu * 100.0,
+                idle.as_secs(),
+                SCALE * (SCALE - 1),
+                booted.as_secs_f64()
+            ),
+            reference: "—".into(),
+            ratio: "—".into(),
+            target: "RSS ≤ 10 MB, CPU ≤ 2 %, no loss".into(),
+            pass: rss <= 10 * 1024 && cpu <= 0.02 && lost == 0,
+        });
+        drop(machines);
+        drop(driver);
     }
-    let booted = t0.elapsed();
-    let addresses: Vec<String> = machines.iter().map(|m| m.vlan_address(1)).collect();
-    for m in &machines {
-        let others: Vec<&str> = addresses
-            .iter()
-            .filter(|a| **a != m.vlan_address(1))
-            .map(String::as_str)
-            .collect();
-        m.succeed(format!(
-            "( for ip in {}; do ping -c 1 -W 10 $ip >/dev/null || echo lost $ip; done > /tmp/pings; \
-               echo done >> /tmp/pings ) >/dev/null 2>&1 &",
-            others.join(" ")
-        ))
-        .unwrap();
-    }
-    let mut lost = 0;
-    for m in &machines {
-        m.wait_until_succeeds("grep -q done /tmp/pings", None)
-            .unwrap();
-        lost += m
-            .succeed("grep -c lost /tmp/pings || true")
-            .unwrap()
-            .trim()
-            .parse::<usize>()
-            .unwrap_or(0);
-    }
-    let idle = Duration::from_secs(10);
-    let c0 = cpu_time();
-    let w0 = Instant::now();
-    driver.sleep(idle).unwrap();
-    let cpu = cpu_time().saturating_sub(c0).as_secs_f64() / w0.elapsed().as_secs_f64();
-    let (rss, _) = rss_kib();
-    rows.push(Row {
-        goal: format!("scale: {SCALE} tiny guests on one VLAN, all pinging all"),
-        measured: format!(
-            "driver RSS {:.1} MB, CPU {:.2} % over {}s idle; {lost} of {} pings lost; booted in {:.1} s",
-            rss as f64 / 1024.0,
-            cpu * 100.0,
-            idle.as_secs(),
-            SCALE * (SCALE - 1),
-            booted.as_secs_f64()
-        ),
-        reference: "—".into(),
-        ratio: "—".into(),
-        target: "RSS ≤ 10 MB, CPU ≤ 2 %, no loss".into(),
-        pass: rss <= 10 * 1024 && cpu <= 0.02 && lost == 0,
-    });
-    drop(machines);
-    drop(driver);
 
     println!(
         "\nvm-test-driver performance, accelerator {}, {} CPUs\n",
