@@ -483,3 +483,41 @@ log(`powered off: ${e.data.reason}`);
     assert!(err.contains("powered off: guest-shutdown"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn machines_created_at_run_time_reboot_when_allowed_and_the_console_can_be_muted() {
+    let dir = scratch("create-machine");
+    let tiny = tests::guest_start_script("tiny");
+    let script = dir.join("create.rhai");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+let extra = create_machine("{tiny}", "extra");
+if extra.name != "extra" {{ throw `named ${{extra.name}}`; }}
+extra.start(true); // allow_reboot: the guest's reboot restarts it instead of ending QEMU
+let boot = extra.succeed("cat /proc/sys/kernel/random/boot_id");
+extra.reboot();
+if extra.succeed("cat /proc/sys/kernel/random/boot_id") == boot {{ throw "not rebooted"; }}
+serial_stdout_off();
+extra.succeed("echo muted-line > /dev/ttyS0");
+extra.wait_for_console_text("muted-line");
+serial_stdout_on();
+extra.succeed("echo shown-line > /dev/ttyS0");
+extra.wait_for_console_text("shown-line");
+let dup = "";
+try {{ create_machine("{tiny}", "extra"); }} catch (e) {{ dup = e; }}
+if !dup.contains("extra") {{ throw `a second machine named extra: ${{dup}}`; }}
+"#,
+            tiny = tiny.display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["--", script.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    // Muted lines are still recorded (the wait saw it) but not logged.
+    assert!(log.contains("extra# shown-line"), "{log}");
+    assert!(!log.contains("extra# muted-line"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
