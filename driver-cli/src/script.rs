@@ -269,6 +269,18 @@ fn port(p: i64) -> Res<u16> {
 /// driver: how the tests check that a panic still stops the machines and writes the reports.
 pub const FAULT_INJECTION_ENV: &str = "VMTD_FAULT_INJECTION";
 
+/// An array of machines, each checked.
+fn machine_list(machines: Array) -> Res<Vec<Machine>> {
+    machines
+        .into_iter()
+        .map(|m| {
+            let kind = m.type_name().to_string();
+            m.try_cast::<Machine>()
+                .ok_or_else(|| format!("expected machines, found a {kind}").into())
+        })
+        .collect()
+}
+
 /// A virtual terminal number as the guest numbers them (tty1 …).
 fn tty_number(tty: i64) -> Res<u32> {
     u32::try_from(tty)
@@ -699,6 +711,26 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     });
     let d = driver.clone();
     e.register_fn("join_all", move || d.join_all().map_err(err));
+    // Several machines in one loop: `wait_for_unit_on_all([a, b], "unit"[, timeout])`.
+    let d = driver.clone();
+    e.register_fn(
+        "wait_for_unit_on_all",
+        move |machines: Array, unit: &str| -> Res<()> {
+            let machines = machine_list(machines)?;
+            let refs: Vec<&Machine> = machines.iter().collect();
+            d.wait_for_unit_on_all(&refs, unit, None).map_err(err)
+        },
+    );
+    let d = driver.clone();
+    e.register_fn(
+        "wait_for_unit_on_all",
+        move |machines: Array, unit: &str, t: Dynamic| -> Res<()> {
+            let machines = machine_list(machines)?;
+            let refs: Vec<&Machine> = machines.iter().collect();
+            d.wait_for_unit_on_all(&refs, unit, Some(secs(t)?))
+                .map_err(err)
+        },
+    );
     let d = driver.clone();
     e.register_fn("serial_stdout_off", move || d.serial_stdout_off());
     let d = driver.clone();

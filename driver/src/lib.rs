@@ -32,6 +32,7 @@ mod qmp;
 mod record;
 mod screen;
 mod snapshot;
+mod together;
 mod tty;
 mod vlan;
 mod waits;

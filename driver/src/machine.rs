@@ -832,7 +832,7 @@ impl Machine {
     }
 
     /// The bytes that run `command` on the backdoor shell.
-    fn frame(&self, core: &mut Core, command: &[u8]) -> Result<Vec<u8>, Error> {
+    pub(crate) fn frame(&self, core: &mut Core, command: &[u8]) -> Result<Vec<u8>, Error> {
         core.vms[self.i]
             .shell()
             .command(command)

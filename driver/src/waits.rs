@@ -17,7 +17,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(100);
 pub(crate) const POLL_DUTY: u32 = 12;
 /// Longest pause the pacing asks for: a try that is slow because the guest is busy (booting, say)
 /// rather than costly must not stretch the wait.
-const MAX_PACED_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const MAX_PACED_DELAY: Duration = Duration::from_secs(1);
 /// Console lines shown when a console wait times out.
 const CONSOLE_CONTEXT: usize = 20;
 
