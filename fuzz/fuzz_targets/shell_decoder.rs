@@ -5,7 +5,7 @@
 //! waits for, and the events do not depend on how the input was split.
 #![no_main]
 
-use guest_shell::{Error, Event, Session};
+use guest_shell::{coalesce, Error, Event, Session};
 use libfuzzer_sys::fuzz_target;
 use vmtd_fuzz::{pieces, Op, Script};
 
@@ -251,17 +251,4 @@ fn buffered(s: &Session) -> usize {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().expect("a byte count")
-}
-
-/// Joins adjacent `Output` and `Stray` events, which different splits cut differently.
-fn coalesce(events: Vec<Event>) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::new();
-    for e in events {
-        match (out.last_mut(), e) {
-            (Some(Event::Output(a)), Event::Output(b)) => a.extend(b),
-            (Some(Event::Stray(a)), Event::Stray(b)) => a.extend(b),
-            (_, e) => out.push(e),
-        }
-    }
-    out
 }

@@ -447,6 +447,20 @@ fn partial_suffix(buf: &[u8], marker: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// Joins adjacent [`Event::Output`] and adjacent [`Event::Stray`] events: the same bytes read in
+/// other pieces give other events, and this makes them compare equal.
+pub fn coalesce(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    for e in events {
+        match (out.last_mut(), e) {
+            (Some(Event::Output(a)), Event::Output(b)) => a.extend(b),
+            (Some(Event::Stray(a)), Event::Stray(b)) => a.extend(b),
+            (_, e) => out.push(e),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,19 +475,6 @@ mod tests {
 
     fn drain(s: &mut Session) -> Vec<Event> {
         std::iter::from_fn(|| s.poll_event()).collect()
-    }
-
-    /// Joins adjacent Output and Stray events, which splitting the input may cut differently.
-    fn coalesce(events: Vec<Event>) -> Vec<Event> {
-        let mut out: Vec<Event> = Vec::new();
-        for e in events {
-            match (out.last_mut(), e) {
-                (Some(Event::Output(a)), Event::Output(b)) => a.extend(b),
-                (Some(Event::Stray(a)), Event::Stray(b)) => a.extend(b),
-                (_, e) => out.push(e),
-            }
-        }
-        out
     }
 
     const N: &str = "0000000000000000000000000000002a";

@@ -1,7 +1,7 @@
 //! The protocol against real shells (dash, bash, busybox ash) on a socketpair standing in for the guest's
 //! `/dev/hvc0`, plus a transcript captured from one of them replayed at every split.
 
-use guest_shell::{Event, Session, BANNER};
+use guest_shell::{coalesce, Event, Session, BANNER};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -453,18 +453,6 @@ fn replay(segs: &[&[u8]], split: &dyn Fn(&[u8]) -> Vec<Vec<u8>>) -> Vec<Event> {
         }
     }
     coalesce(events)
-}
-
-fn coalesce(events: Vec<Event>) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::new();
-    for e in events {
-        match (out.last_mut(), e) {
-            (Some(Event::Output(a)), Event::Output(b)) => a.extend(b),
-            (Some(Event::Stray(a)), Event::Stray(b)) => a.extend(b),
-            (_, e) => out.push(e),
-        }
-    }
-    out
 }
 
 #[test]

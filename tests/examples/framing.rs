@@ -2,52 +2,12 @@
 //! straight to the shell (no driver), interleaved, median of 200: where the driver's round trip
 //! goes. Run: cargo run --release -p tests --example framing
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
+use tests::raw::RawGuest;
 
 fn main() {
-    let script = tests::guest_start_script("tiny");
-    let dir = std::env::temp_dir().join(format!("vmtd-framing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shell");
-    let opts = format!(
-        "-machine accel=tcg -display none -serial null -monitor none \
-         -chardev null,id=con -device virtio-serial -device virtconsole,chardev=con \
-         -chardev socket,id=raw,path={},server=on,wait=off \
-         -device virtserialport,chardev=raw,name=org.vmtd.backdoor",
-        path.display()
-    );
-    let mut child = Command::new(&script)
-        .env("QEMU_OPTS", opts)
-        .env("TMPDIR", &dir)
-        .env("USE_TMPDIR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let mut sock = loop {
-        if let Ok(s) = UnixStream::connect(&path) {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let read_until = |sock: &mut UnixStream, end: &[u8]| {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !all.windows(end.len()).any(|w| w == end) {
-            let n = sock.read(&mut buf).unwrap();
-            assert!(n > 0);
-            all.extend_from_slice(&buf[..n]);
-        }
-    };
-    read_until(&mut sock, b"Spawning backdoor root shell...");
+    let mut raw = RawGuest::start(&tests::guest_start_script("tiny"), 0);
     let n = "0123456789abcdef0123456789abcdef";
     let framings: Vec<(&str, String, Vec<u8>)> = vec![
         (
@@ -86,8 +46,8 @@ fn main() {
     for round in 0..220 {
         for (k, (_, text, end)) in framings.iter().enumerate() {
             let t = Instant::now();
-            sock.write_all(text.as_bytes()).unwrap();
-            read_until(&mut sock, end);
+            raw.sock.write_all(text.as_bytes()).unwrap();
+            raw.read_until(end, |_| {});
             if round >= 20 {
                 times[k].push(t.elapsed());
             }
@@ -101,10 +61,4 @@ fn main() {
             t[t.len() * 95 / 100].as_secs_f64() * 1000.0
         );
     }
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

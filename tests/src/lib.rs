@@ -1,6 +1,8 @@
 //! Helpers for integration tests against real QEMU guests: building (or finding cached) guests and
 //! setting up logging.
 
+pub mod raw;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -39,8 +39,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TIMEOUT = 10.0
+# The HMP capture script's helpers: same socket wait and QEMU teardown.
+from capture import HERE, TIMEOUT, stop, wait_for  # noqa: E402 (it sits beside this file)
 
 # (name, [(command, arguments or None)], pipelined)
 SCENARIOS = [
@@ -73,14 +73,6 @@ def encode(name, args, ident):
                                             separators=(",", ":"))
     out += ',"id":%d}\r\n' % ident
     return out.encode()
-
-
-def wait_for(path, proc):
-    deadline = time.monotonic() + TIMEOUT
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"qemu did not create {path}")
-        time.sleep(0.02)
 
 
 def read_until(sock, buf, done):
@@ -141,12 +133,6 @@ def save(name, sent, out):
     with open(os.path.join(HERE, f"qmp-{name}.out"), "wb") as f:
         f.write(out)
     print(f"qmp-{name}: {len(sent)} bytes in, {len(out)} bytes out")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.kill()  # by PID: only the QEMU this script started
-    proc.wait(timeout=TIMEOUT)
 
 
 def qemu(args):
