@@ -266,7 +266,21 @@ struct Mgmt {
 
 impl Mgmt {
     fn connect(path: &Path) -> Result<Mgmt, String> {
-        let stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
+        // The socket file appears at bind(), a moment before listen(): a connection in between is
+        // refused. Seen once in CI under load.
+        let deadline = std::time::Instant::now() + MGMT_REPLY;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => break stream,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
         stream
             .set_read_timeout(Some(MGMT_REPLY))
             .map_err(|e| e.to_string())?;
