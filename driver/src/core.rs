@@ -103,6 +103,19 @@ pub(crate) struct VmIo {
 }
 
 /// Everything known about one machine.
+/// How a command on the backdoor shell ended, as its events tell ([`Core::take_command_events`]).
+pub(crate) enum Ended {
+    Exited(i32),
+    /// The channel closed (the guest powered off, QEMU exited).
+    Closed,
+    /// The protocol desynchronised.
+    Lost(String),
+    /// The guest kernel panicked.
+    Panicked,
+    /// The output callback asked to stop.
+    Refused,
+}
+
 /// What Linux prints on the console when it panics.
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 /// How long the shell may take to stop a timed-out command (before the timeout factor).
@@ -900,6 +913,33 @@ impl Core {
         true
     }
 
+    /// Takes machine `i`'s backdoor shell events for the command in flight, passing its output to
+    /// `output` (which returns false to stop taking: the caller has had enough); Some once the
+    /// command ended. Every way of running a command reads its events through here.
+    pub(crate) fn take_command_events(
+        &mut self,
+        i: usize,
+        mut output: impl FnMut(&[u8]) -> bool,
+    ) -> Option<Ended> {
+        let vm = &mut self.vms[i];
+        if vm.panicked.is_some() {
+            return Some(Ended::Panicked);
+        }
+        while let Some(e) = vm.shell_events.pop_front() {
+            match e {
+                guest_shell::Event::Output(b) if !output(&b) => return Some(Ended::Refused),
+                guest_shell::Event::Exited { status } => {
+                    vm.shell_held = false;
+                    return Some(Ended::Exited(status));
+                }
+                guest_shell::Event::Closed { .. } => return Some(Ended::Closed),
+                guest_shell::Event::Lost { reason } => return Some(Ended::Lost(reason)),
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Stops machine `i`'s command in flight in the guest (`Session::interrupt`) and waits for the
     /// shell to confirm. True when the shell is free again; otherwise it is marked wedged.
     pub(crate) fn interrupt_command(&mut self, i: usize) -> bool {
@@ -914,16 +954,8 @@ impl Core {
         }
         let t0 = Instant::now();
         let answered = self.run_until(t0 + limit, |core| {
-            while let Some(e) = core.vms[i].shell_events.pop_front() {
-                match e {
-                    guest_shell::Event::Exited { .. } => return Some(true),
-                    guest_shell::Event::Closed { .. } | guest_shell::Event::Lost { .. } => {
-                        return Some(false)
-                    }
-                    _ => {}
-                }
-            }
-            None
+            let ended = core.take_command_events(i, |_| true)?;
+            Some(matches!(ended, Ended::Exited(_)))
         });
         let vm = &mut self.vms[i];
         match answered {

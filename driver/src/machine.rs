@@ -1,7 +1,7 @@
 //! `Machine`: one VM of the run, with the NixOS driver's method names.
 
 use crate::activity::Step;
-use crate::core::Core;
+use crate::core::{Core, Ended};
 use crate::{Error, StartCommand, DEFAULT_TIMEOUT};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -322,53 +322,37 @@ impl Machine {
             self.connect()?;
             let mut core = self.core.borrow_mut();
             let i = self.i;
-            if let Some(reason) = &core.vms[i].shell_wedged {
-                return Err(Error::ShellWedged {
-                    machine: self.name.clone(),
-                    reason: reason.clone(),
-                });
-            }
-            let bytes = self.frame(&mut core, command)?;
-            if !core.write_shell(i, &bytes) {
-                return Err(Error::NotRunning(self.name.clone()));
-            }
+            self.send(&mut core, command)?;
             let t0 = Instant::now();
             let mut out = Vec::new();
             let mut overflow = false;
             let done = core.run_until(t0 + timeout, |core| {
-                let vm = &mut core.vms[i];
-                if vm.panicked.is_some() {
-                    return Some(Err(None));
-                }
-                while let Some(e) = vm.shell_events.pop_front() {
-                    match e {
-                        guest_shell::Event::Output(b) if sink.is_some() => {
-                            if let Some(sink) = sink.as_mut() {
-                                sink(&b);
-                            }
-                            out.extend_from_slice(&b);
-                            if out.len() > 2 * LAST_OUTPUT {
-                                out.drain(..out.len() - LAST_OUTPUT);
-                            }
+                let max_output = core.max_output;
+                let ended = core.take_command_events(i, |b| match sink.as_mut() {
+                    Some(sink) => {
+                        sink(b);
+                        out.extend_from_slice(b);
+                        if out.len() > 2 * LAST_OUTPUT {
+                            out.drain(..out.len() - LAST_OUTPUT);
                         }
-                        guest_shell::Event::Output(b) => {
-                            if out.len() + b.len() > core.max_output {
-                                // Bounded memory: the rest of an endless output is not kept.
-                                overflow = true;
-                                return Some(Err(None));
-                            }
-                            out.extend_from_slice(&b)
-                        }
-                        guest_shell::Event::Exited { status } => {
-                            vm.shell_held = false;
-                            return Some(Ok(status));
-                        }
-                        guest_shell::Event::Closed { .. } => return Some(Err(None)),
-                        guest_shell::Event::Lost { reason } => return Some(Err(Some(reason))),
-                        _ => {}
+                        true
                     }
-                }
-                None
+                    // Bounded memory: the rest of an endless output is not kept.
+                    None if out.len() + b.len() > max_output => false,
+                    None => {
+                        out.extend_from_slice(b);
+                        true
+                    }
+                })?;
+                Some(match ended {
+                    Ended::Exited(status) => Ok(status),
+                    Ended::Refused => {
+                        overflow = true;
+                        Err(None)
+                    }
+                    Ended::Closed | Ended::Panicked => Err(None),
+                    Ended::Lost(reason) => Err(Some(reason)),
+                })
             });
             let status = match &done {
                 Ok(Some(Ok(status))) => Some(*status),
@@ -832,7 +816,22 @@ impl Machine {
     }
 
     /// The bytes that run `command` on the backdoor shell.
-    pub(crate) fn frame(&self, core: &mut Core, command: &[u8]) -> Result<Vec<u8>, Error> {
+    /// Frames `command` and writes it to the backdoor shell, unless the shell is wedged.
+    pub(crate) fn send(&self, core: &mut Core, command: &[u8]) -> Result<(), Error> {
+        if let Some(reason) = &core.vms[self.i].shell_wedged {
+            return Err(Error::ShellWedged {
+                machine: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let bytes = self.frame(core, command)?;
+        if !core.write_shell(self.i, &bytes) {
+            return Err(Error::NotRunning(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn frame(&self, core: &mut Core, command: &[u8]) -> Result<Vec<u8>, Error> {
         core.vms[self.i]
             .shell()
             .command(command)

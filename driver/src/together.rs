@@ -1,7 +1,7 @@
 //! Several machines served together: commands sent to all of them before any reply is awaited,
 //! and waits that poll all of them in one loop (NixOS waits on one machine at a time).
 
-use crate::core::Core;
+use crate::core::{Core, Ended};
 use crate::waits::{sh_quote, MAX_PACED_DELAY, POLL_DUTY};
 use crate::{Driver, Error, Machine};
 use std::time::{Duration, Instant};
@@ -42,16 +42,7 @@ impl Driver {
             .mul_f64(self.timeout_factor());
         let mut core = self.core.borrow_mut();
         for (m, cmd) in commands {
-            if let Some(reason) = &core.vms[m.i].shell_wedged {
-                return Err(Error::ShellWedged {
-                    machine: m.name.clone(),
-                    reason: reason.clone(),
-                });
-            }
-            let bytes = m.frame(&mut core, cmd.as_bytes())?;
-            if !core.write_shell(m.i, &bytes) {
-                return Err(Error::NotRunning(m.name.clone()));
-            }
+            m.send(&mut core, cmd.as_bytes())?;
         }
         let t0 = Instant::now();
         let mut outs: Vec<Vec<u8>> = vec![Vec::new(); commands.len()];
@@ -171,24 +162,17 @@ impl Driver {
 
 /// Takes machine `m`'s shell events: Some once its command ended (status, or what ended it).
 fn collect(core: &mut Core, m: &Machine, out: &mut Vec<u8>) -> Option<Result<i32, String>> {
-    let vm = &mut core.vms[m.i];
-    while let Some(e) = vm.shell_events.pop_front() {
-        match e {
-            guest_shell::Event::Output(b) => out.extend_from_slice(&b),
-            guest_shell::Event::Exited { status } => {
-                vm.shell_held = false;
-                return Some(Ok(status));
-            }
-            guest_shell::Event::Closed { .. } => {
-                return Some(Err("the backdoor shell closed".into()))
-            }
-            guest_shell::Event::Lost { reason } => {
-                return Some(Err(format!("the backdoor protocol was lost ({reason})")))
-            }
-            _ => {}
-        }
-    }
-    vm.panicked.is_some().then(|| Err(String::new()))
+    let ended = core.take_command_events(m.i, |b| {
+        out.extend_from_slice(b);
+        true
+    })?;
+    Some(match ended {
+        Ended::Exited(status) => Ok(status),
+        Ended::Closed => Err("the backdoor shell closed".into()),
+        Ended::Lost(reason) => Err(format!("the backdoor protocol was lost ({reason})")),
+        // A panic is named by `gone` itself.
+        Ended::Panicked | Ended::Refused => Err(String::new()),
+    })
 }
 
 /// Stops, in the guests, the commands of `commands` that have not ended.
