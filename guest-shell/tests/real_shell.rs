@@ -33,10 +33,13 @@ struct Run {
 impl Guest {
     fn start(argv: &[&str], nonce_seed: u64) -> Guest {
         let (ours, theirs) = UnixStream::pair().unwrap();
+        // Tests run in parallel and reuse nonce seeds, so the directory (removed on drop)
+        // needs its own sequence number: a shared one lost another test's stderr file in CI.
+        static GUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "guest-shell-test-{}-{}",
             std::process::id(),
-            nonce_seed
+            GUESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let stderr_path = dir.join("stderr");
