@@ -1126,9 +1126,17 @@ fn serve_lines<S: Read + mio::event::Source>(
 
 /// Reads until `WouldBlock`, passing each chunk on; true at end of file (or a hard error).
 fn drain(r: &mut impl Read, mut each: impl FnMut(&[u8])) -> bool {
-    let mut buf = [0u8; 64 * 1024];
+    thread_local! {
+        // One buffer for every read: a fresh zeroed 64 KiB array per readiness event cost more
+        // than the read itself when output arrives in 4 KiB pieces.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+    }
+    BUF.with_borrow_mut(|buf| drain_with(r, buf, &mut each))
+}
+
+fn drain_with(r: &mut impl Read, buf: &mut [u8], each: &mut impl FnMut(&[u8])) -> bool {
     loop {
-        match r.read(&mut buf) {
+        match r.read(buf) {
             Ok(0) => return true,
             Ok(n) => each(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return false,

@@ -432,10 +432,8 @@ fn find_from(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() || haystack.len() < needle.len() || from > haystack.len() - needle.len() {
         return None;
     }
-    haystack[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
+    // memmem, not a compare at every offset: the whole of a command's output passes through here.
+    memchr::memmem::find(&haystack[from..], needle).map(|i| i + from)
 }
 
 /// Length of the longest proper suffix of `buf` that is a prefix of `marker`.

@@ -46,8 +46,8 @@ fn main() {
     for round in 0..220 {
         for (k, (_, text, end)) in framings.iter().enumerate() {
             let t = Instant::now();
-            raw.sock.write_all(text.as_bytes()).unwrap();
-            raw.read_until(end, |_| {});
+            raw.shell.sock.write_all(text.as_bytes()).unwrap();
+            raw.shell.read_until(end, |_| {});
             if round >= 20 {
                 times[k].push(t.elapsed());
             }

@@ -11,11 +11,17 @@ use std::time::{Duration, Instant};
 /// What the guest's backdoor prints once its shell reads commands.
 const BANNER: &[u8] = b"Spawning backdoor root shell...";
 
+/// A guest shell read and written over a plain socket, with no protocol but the shell's own.
+pub struct RawShell {
+    /// The shell's channel.
+    pub sock: UnixStream,
+}
+
 /// The tiny guest started by this program, its backdoor shell on a socket we hold.
 pub struct RawGuest {
     child: Child,
-    /// The backdoor shell's channel.
-    pub sock: UnixStream,
+    /// The backdoor shell.
+    pub shell: RawShell,
     dir: PathBuf,
     /// From spawning the start script to the banner.
     pub booted: Duration,
@@ -58,15 +64,17 @@ impl RawGuest {
         };
         let mut guest = RawGuest {
             child,
-            sock,
+            shell: RawShell { sock },
             dir,
             booted: Duration::ZERO,
         };
-        guest.read_until(BANNER, |_| {});
+        guest.shell.read_until(BANNER, |_| {});
         guest.booted = t0.elapsed();
         guest
     }
+}
 
+impl RawShell {
     /// Reads until `end` was seen; everything read before goes to `each` (bytes).
     pub fn read_until(&mut self, end: &[u8], mut each: impl FnMut(usize)) {
         let mut buf = vec![0u8; 65536];
@@ -112,4 +120,43 @@ pub fn accel() -> &'static str {
         qemu_proc::Accel::Kvm => "kvm",
         _ => "tcg",
     }
+}
+
+/// Starts a machine of `script` under `driver` with a second virtio port beside its backdoor,
+/// where a plain shell of the same guest answers over a socket: a reference that shares the
+/// driver's guest, QEMU and kind of channel, so neither side gets a quieter guest than the other.
+/// The start script passes `QEMU_OPTS` on to QEMU.
+pub fn machine_with_reference_shell(
+    driver: &driver::Driver,
+    script: &Path,
+) -> (driver::Machine, RawShell) {
+    let path = std::env::temp_dir().join(format!("vmtd-ref-{}", std::process::id()));
+    std::env::set_var(
+        "QEMU_OPTS",
+        format!(
+            "-device virtio-serial,id=vmtdref -chardev socket,id=ref,path={},server=on,wait=off \
+             -device virtserialport,bus=vmtdref.0,chardev=ref,name=org.vmtd.ref",
+            path.display()
+        ),
+    );
+    let vm = driver
+        .add_machine(driver::StartCommand::Script(script.to_path_buf()))
+        .unwrap();
+    vm.succeed("true").unwrap();
+    std::env::remove_var("QEMU_OPTS");
+    let mut shell = RawShell {
+        sock: UnixStream::connect(&path).unwrap(),
+    };
+    let _ = std::fs::remove_file(&path);
+    // As the backdoor does it: the port opens once, so one read-write descriptor is the shell's
+    // stdin and stdout.
+    vm.succeed(
+        "for n in /sys/class/virtio-ports/*/name; do \
+         [ \"$(cat \"$n\")\" = org.vmtd.ref ] && p=${n%/name}; done\n\
+         setsid sh -c 'exec 0<>\"$1\" 1>&0 2>/dev/null; echo ref-ready; exec sh -s' \
+         sh \"/dev/${p##*/}\" >/dev/null 2>&1 &",
+    )
+    .unwrap();
+    shell.read_until(b"ref-ready\n", |_| {});
+    (vm, shell)
 }

@@ -77,6 +77,45 @@ fn boot_commands_and_shutdown() {
     assert_eq!(status, 0);
     assert_eq!(vm.stop_job("sleeper.service").unwrap().0, 0);
 
+    // Units still activating are followed through their jobs in the guest: a wait that times out
+    // names the state and leaves no job or unit of its own; a failing start fails the wait.
+    vm.write_file(
+        "/etc/systemd/system/slow.service",
+        b"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 8\n",
+    )
+    .unwrap();
+    vm.write_file(
+        "/etc/systemd/system/slow-fail.service",
+        b"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'sleep 2; exit 3'\n",
+    )
+    .unwrap();
+    vm.succeed(
+        "systemctl daemon-reload; systemctl start --no-block slow.service slow-fail.service",
+    )
+    .unwrap();
+    let err = vm
+        .wait_for_unit("slow.service", Some(Duration::from_secs(4)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ActiveState=activating"), "{err}");
+    let left = vm
+        .succeed(
+            "systemctl list-jobs --no-legend; systemctl list-units --all --no-legend 'vmtd-wait*'",
+        )
+        .unwrap();
+    assert!(!left.contains("vmtd-wait"), "{left}");
+    let err = vm
+        .wait_for_unit("slow-fail.service", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unit slow-fail.service failed"), "{err}");
+    vm.wait_for_unit("slow.service", Some(Duration::from_secs(60)))
+        .unwrap();
+    let failed = vm
+        .succeed("systemctl list-units --failed --no-legend")
+        .unwrap();
+    assert!(!failed.contains("vmtd-wait"), "{failed}");
+
     // OpenBSD nc (`nc -z`) in this guest.
     vm.succeed(
         "mkdir -p /tmp/w; (sleep 0.5; exec busybox httpd -f -p 8080 -h /tmp/w) >/dev/null 2>&1 &",

@@ -61,6 +61,16 @@ fn waits_files_ports_console_and_forwarding() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("closed"), "{msg}");
+    // A listener on another loopback address does not answer for localhost: `nc` decides then.
+    vm.succeed("(exec httpd -f -p 127.0.0.2:8081 -h /tmp/www) >/dev/null 2>&1 &")
+        .unwrap();
+    vm.wait_for_open_port(8081, Some("127.0.0.2"), secs(30.0))
+        .unwrap();
+    let msg = vm
+        .wait_for_open_port(8081, None, secs(1.0))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("localhost:8081 to be open"), "{msg}");
 
     // forward_port: the guest's web server reachable from the host.
     let host_port = 18000 + (std::process::id() % 1000) as u16;
