@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tests::raw::{accel, RawGuest};
 
 const ROUND_TRIPS: usize = 200;
-const WAIT_REPEATS: usize = 5;
-const BOOTS: usize = 3;
+const WAIT_REPEATS: usize = 9;
+const BOOTS: usize = 5;
 const OUTPUT_BYTES: usize = 100_000_000;
 const SCALE: usize = 16;
 /// How long after its start the benchmark's unit turns active.
