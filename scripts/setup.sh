@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the driver and its test guests need (scripts/packages.txt), only those
-# missing (with --all, every one: CI does not trust what a machine has).
-# Usage: bash scripts/setup.sh [--all]   (as root, or with sudo available)
+# missing (with --all, every one: CI does not trust what a machine has; --updated: the caller has just
+# run apt-get update).
+# Usage: bash scripts/setup.sh [--all] [--updated]   (as root, or with sudo available)
 set -euo pipefail
 
 mapfile -t pkgs < <(grep -v '^#' "$(dirname "$0")/packages.txt")
 missing=()
 for p in "${pkgs[@]}"; do
-  if [ "${1:-}" = --all ] || ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+  if [[ " $* " == *" --all "* ]] || ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
 done
@@ -25,7 +26,7 @@ if ((${#missing[@]})); then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
   echo "setup: installing ${missing[*]}" >&2
-  "${sudo[@]}" apt-get update -q >&2
+  [[ " $* " == *" --updated "* ]] || "${sudo[@]}" apt-get update -q >&2
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
     --allow-downgrades "${missing[@]}" >&2
 fi
