@@ -506,8 +506,9 @@ impl Machine {
         left: Duration,
     ) -> Result<HashMap<String, String>, Error> {
         static WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let u = sh_quote(unit);
-        let show = format!("systemctl --no-pager show {u}");
+        let show = format!("systemctl --no-pager show {}", sh_quote(unit));
+        // systemctl takes `nginx` for `nginx.service`; a dependency property wants the full name.
+        let u = sh_quote(&full_unit_name(unit));
         if left < Duration::from_secs(1) {
             return Ok(parse_properties(&self.succeed_for(&show, left)?));
         }
@@ -752,6 +753,27 @@ fn systemctl_command(args: &str, user: Option<&str>) -> String {
     }
 }
 
+/// `unit` with the `.service` that systemctl adds to a name without a unit type.
+fn full_unit_name(unit: &str) -> String {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    ];
+    match unit.rsplit_once('.') {
+        Some((_, ty)) if TYPES.contains(&ty) => unit.to_string(),
+        _ => format!("{unit}.service"),
+    }
+}
+
 /// Quotes `s` for a POSIX shell: single quotes, with `'` written as `'\''`.
 pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -767,6 +789,15 @@ fn parse_properties(out: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_names_get_the_type_systemctl_would_add() {
+        assert_eq!(full_unit_name("nginx"), "nginx.service");
+        assert_eq!(full_unit_name("nginx.service"), "nginx.service");
+        assert_eq!(full_unit_name("multi-user.target"), "multi-user.target");
+        assert_eq!(full_unit_name("getty@tty1"), "getty@tty1.service");
+        assert_eq!(full_unit_name("app.v2"), "app.v2.service");
+    }
 
     #[test]
     fn quoting() {

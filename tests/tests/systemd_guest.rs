@@ -109,7 +109,8 @@ fn boot_commands_and_shutdown() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unit slow-fail.service failed"), "{err}");
-    vm.wait_for_unit("slow.service", Some(Duration::from_secs(60)))
+    // Named as systemctl takes it, without `.service`.
+    vm.wait_for_unit("slow", Some(Duration::from_secs(60)))
         .unwrap();
     let failed = vm
         .succeed("systemctl list-units --failed --no-legend")
