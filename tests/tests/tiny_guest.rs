@@ -173,6 +173,8 @@ fn builtin_command_line_and_monitor() {
     vm.wait_for_shutdown().unwrap();
     assert!(!vm.is_running());
     vm.start().unwrap();
+    // Booted first: the bound below is for noticing the poweroff, not for a TCG boot (4.5–5 s).
+    vm.connect().unwrap();
 
     // The guest powers off in the middle of a command: the command fails at once with its output so
     // far, and so does the next one (the machine is not silently booted again).
