@@ -510,7 +510,7 @@ impl Machine {
         // systemctl takes `nginx` for `nginx.service`; a dependency property wants the full name.
         let u = sh_quote(&full_unit_name(unit));
         if left < Duration::from_secs(1) {
-            return Ok(parse_properties(&self.succeed_for(&show, left)?));
+            return self.unit_info_for(unit, None, left);
         }
         let scope = format!(
             "vmtd-wait-{}-{}",
