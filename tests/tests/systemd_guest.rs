@@ -116,6 +116,19 @@ fn boot_commands_and_shutdown() {
         .succeed("systemctl list-units --failed --no-legend")
         .unwrap();
     assert!(!failed.contains("vmtd-wait"), "{failed}");
+    // A manager that cannot load the waiter's template (here: a directory in its place) is
+    // followed through a transient scope instead, not by polling.
+    vm.succeed(
+        "rm /run/systemd/system/vmtd-wait@.target; mkdir /run/systemd/system/vmtd-wait@.target; \
+         systemd-run --no-block -p Type=oneshot -p RemainAfterExit=yes --unit=later sleep 2",
+    )
+    .unwrap();
+    vm.wait_for_unit("later", Some(Duration::from_secs(60)))
+        .unwrap();
+    let scopes = vm
+        .succeed("rmdir /run/systemd/system/vmtd-wait@.target; journalctl -b -o cat | grep -c 'Started vmtd-wait-.*scope'")
+        .unwrap();
+    assert_eq!(scopes.trim(), "1", "one scope, no polling");
 
     // OpenBSD nc (`nc -z`) in this guest.
     vm.succeed(
