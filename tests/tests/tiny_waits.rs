@@ -72,6 +72,18 @@ fn waits_files_ports_console_and_forwarding() {
         .to_string();
     assert!(msg.contains("localhost:8081 to be open"), "{msg}");
 
+    // A socket closing as the awaited one starts listening leaves the guest's TCP socket counts
+    // as they were, which tries between full reads of the sockets go by: it is still seen.
+    vm.succeed("(exec nc -l -p 8083 </dev/null >/dev/null 2>&1) & echo $! > /tmp/nc8083")
+        .unwrap();
+    vm.wait_for_open_port(8083, None, secs(30.0)).unwrap();
+    vm.succeed(
+        "(sleep 1; kill $(cat /tmp/nc8083); exec nc -l -p 8084 </dev/null) >/dev/null 2>&1 &",
+    )
+    .unwrap();
+    vm.wait_for_open_port(8084, None, secs(30.0)).unwrap();
+    vm.wait_for_closed_port(8083, None, secs(30.0)).unwrap();
+
     // forward_port: the guest's web server reachable from the host.
     let host_port = 18000 + (std::process::id() % 1000) as u16;
     vm.forward_port(host_port, 8080).unwrap();
