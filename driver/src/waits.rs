@@ -558,9 +558,9 @@ impl Machine {
     /// `systemctl show` tells the state. The template goes into `/run/systemd/system`, which
     /// systemd reads for a unit it has not loaded yet: no daemon-reload, so the user's units are
     /// left alone. `StopWhenUnneeded=` stops each instance as soon as it has started. Nothing
-    /// is exec'd once the unit is active (a transient scope, tried first, exec'd its command
-    /// then: 40-50 ms per process under TCG), so this answers about 60 ms sooner. A manager
-    /// that does not load the template gets that scope instead.
+    /// is exec'd once the unit is active, so this answers sooner than a transient scope with the
+    /// same dependencies (`systemd-run --scope`, which execs its command then: 40-50 ms per
+    /// process under TCG); a manager that does not load the template gets that scope instead.
     fn follow_unit_job(
         &self,
         unit: &str,

@@ -20,7 +20,7 @@ use tests::raw::{accel, RawGuest};
 
 const ROUND_TRIPS: usize = 200;
 const WAIT_REPEATS: usize = 9;
-const BOOTS: usize = 5;
+const BOOTS: usize = 9;
 const OUTPUT_BYTES: usize = 100_000_000;
 const SCALE: usize = 16;
 /// How long after its start the benchmark's unit turns active.
@@ -202,6 +202,7 @@ fn main() {
             vm.connect().unwrap();
             driver_boots.push(t0.elapsed());
         }
+        eprintln!("boot: driver {driver_boots:?}, QEMU alone {raw_boots:?}");
         let (db, rb) = (median(driver_boots), median(raw_boots));
         let extra = db.as_secs_f64() - rb.as_secs_f64();
         rows.push(Row {
