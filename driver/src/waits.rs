@@ -265,20 +265,23 @@ impl Machine {
         } else {
             nc
         };
-        let mut known: Option<(String, String, Instant)> = None;
+        // The counts the last full read saw, whether something listened then, and when.
+        let mut known: Option<(String, bool, Instant)> = None;
         self.retry(
             &format!("port {addr}:{port} to be {state}"),
             self.limit(timeout),
             |left, last| {
-                if let Some((sig, l, _)) = known.as_ref().filter(|k| k.2.elapsed() < PORT_RESCAN) {
-                    let said = if l == "0" {
-                        "listening"
+                if let Some((sig, listens, _)) =
+                    known.as_ref().filter(|k| k.2.elapsed() < PORT_RESCAN)
+                {
+                    let (status, answer) = if *listens {
+                        (0, "listening")
                     } else {
-                        "nothing listens"
+                        (1, "nothing listens")
                     };
                     let quick = format!(
                         "{counts}[ \"$sig\" = {} ] || exit 3\n\
-                         echo '{said} on port {port} (no TCP socket changed)'; exit {l}",
+                         echo '{answer} on port {port} (no TCP socket changed)'; exit {status}",
                         sh_quote(sig)
                     );
                     let (status, out) = self.execute_for(&quick, left)?;
@@ -294,7 +297,7 @@ impl Machine {
                         Some(mut words) => {
                             known = match (words.next(), words.next()) {
                                 (Some(sig), Some(l @ ("0" | "1"))) => {
-                                    Some((sig.to_string(), l.to_string(), Instant::now()))
+                                    Some((sig.to_string(), l == "0", Instant::now()))
                                 }
                                 _ => None,
                             };
