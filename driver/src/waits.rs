@@ -592,12 +592,11 @@ impl Machine {
              if e=$(systemctl --no-ask-password start {waiter} 2>&1 >/dev/null); then\n\
              \x20 echo ActiveState=active; exit 0\n\
              fi\n\
-             case $e in *{waiter_pattern}*)\n\
+             case $e in *\"Unit vmtd-wait@\"*)\n\
              \x20 systemd-run --quiet --collect --scope --unit={scope} -p After={u} -p Requisite={u} \\\n\
              \x20   true >/dev/null 2>&1 && {{ echo ActiveState=active; exit 0; }}\n\
              esac\n\
-             {show}",
-            waiter_pattern = "\"Unit vmtd-wait@\"",
+             {show}"
         );
         match self.execute_for(&cmd, left) {
             Ok((0, out)) => Ok(parse_properties(&out)),
