@@ -57,7 +57,7 @@ struct VdeProcess {
 
 impl VdeProcess {
     /// Starts `program` in `root`, logging to `log`, and waits until `ready` (a socket it creates)
-    /// exists; on failure the error shows what it said.
+    /// accepts a connection; on failure the error shows what it said.
     fn start(
         vlan: u32,
         program: &str,
@@ -92,9 +92,11 @@ impl VdeProcess {
             what: format!("cannot start {program} (Debian package vde2)"),
             source: Some(source),
         })?;
-        // Readiness is the socket appearing; the program forks nothing that could tell us.
+        // Readiness is the socket accepting a connection; the program forks nothing that could tell
+        // us. The file alone is not enough: it appears at bind(), a moment before listen(), and a
+        // client in between is refused (seen in CI: a wirefilter refused by the machine's switch).
         let deadline = Instant::now() + SWITCH_READY;
-        while !ready.exists() {
+        while UnixStream::connect(ready).is_err() {
             let exited = child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() > deadline {
                 let said = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -102,7 +104,7 @@ impl VdeProcess {
                     number: vlan,
                     what: match exited {
                         Some(status) => format!("{program} exited ({status}): {}", said.trim()),
-                        None => format!("{program} did not create its socket: {}", said.trim()),
+                        None => format!("{program} did not listen on its socket: {}", said.trim()),
                     },
                     source: None,
                 });
@@ -266,21 +268,8 @@ struct Mgmt {
 
 impl Mgmt {
     fn connect(path: &Path) -> Result<Mgmt, String> {
-        // The socket file appears at bind(), a moment before listen(): a connection in between is
-        // refused. Seen once in CI under load.
-        let deadline = std::time::Instant::now() + MGMT_REPLY;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(stream) => break stream,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::ConnectionRefused
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        };
+        // VdeProcess::start has seen the socket listening.
+        let stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(MGMT_REPLY))
             .map_err(|e| e.to_string())?;
@@ -381,6 +370,29 @@ mod tests {
         assert_eq!(parse_reply(data), Some(Ok("Loss L->R 10+0U".into())));
         assert_eq!(parse_reply(&data[..30]), None);
         assert_eq!(parse_reply(b"garbage $ "), None);
+    }
+
+    #[test]
+    fn a_socket_is_ready_when_it_listens_not_when_it_is_bound() {
+        let root = std::env::temp_dir().join(format!("vmtd-vlan-ready-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let socket = root.join("late.sock");
+        // Binds at once and listens 300 ms later: the window vde_switch has between the two.
+        let script = format!(
+            "import socket, time\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.bind({:?})\n\
+             time.sleep(0.3)\n\
+             s.listen()\n\
+             time.sleep(30)\n",
+            socket.to_str().unwrap()
+        );
+        let args = ["-c".as_ref(), script.as_ref()];
+        let process = VdeProcess::start(9, "python3", &args, &root, "late.log", &socket).unwrap();
+        let connected = UnixStream::connect(&socket);
+        drop(process);
+        std::fs::remove_dir_all(&root).unwrap();
+        connected.expect("a connection right after start() returned");
     }
 
     #[test]
