@@ -509,10 +509,7 @@ impl Machine {
             &format!("unit {unit}{whose} to be active"),
             self.limit(timeout),
             |left, last| {
-                let info = match user {
-                    None => self.follow_unit_job(unit, left)?,
-                    Some(_) => self.unit_info_for(unit, user, left)?,
-                };
+                let info = self.follow_unit_job(unit, user, left)?;
                 let state = info.get("ActiveState").map_or("", String::as_str);
                 *last = format!(
                     "ActiveState={state} SubState={}",
@@ -567,54 +564,27 @@ impl Machine {
     fn follow_unit_job(
         &self,
         unit: &str,
+        user: Option<&str>,
         left: Duration,
     ) -> Result<HashMap<String, String>, Error> {
-        static WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let show = format!("systemctl --no-pager show {}", sh_quote(unit));
-        // systemctl takes `nginx` for `nginx.service`; a dependency wants the full name.
-        let full = full_unit_name(unit);
-        let (u, waiter) = (
-            sh_quote(&full),
-            sh_quote(&format!("vmtd-wait@{full}.target")),
-        );
         if left < Duration::from_secs(1) {
-            return self.unit_info_for(unit, None, left);
+            return self.unit_info_for(unit, user, left);
         }
-        let scope = format!(
-            "vmtd-wait-{}-{}.scope",
-            std::process::id(),
-            WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let cmd = format!(
-            "t=/run/systemd/system/vmtd-wait@.target\n\
-             [ -e $t ] || printf '%s\\n' '[Unit]' 'Description=vm-test-driver: %i is active' \\\n\
-             \x20 DefaultDependencies=no After=%i Requisite=%i StopWhenUnneeded=yes 2>/dev/null >$t\n\
-             if e=$(systemctl --no-ask-password start {waiter} 2>&1 >/dev/null); then\n\
-             \x20 echo ActiveState=active; exit 0\n\
-             fi\n\
-             case $e in *\"Unit vmtd-wait@\"*)\n\
-             \x20 systemd-run --quiet --collect --scope --unit={scope} -p After={u} -p Requisite={u} \\\n\
-             \x20   true >/dev/null 2>&1 && {{ echo ActiveState=active; exit 0; }}\n\
-             esac\n\
-             {show}"
-        );
-        match self.execute_for(&cmd, left) {
+        let waiter = UnitWaiter::new(unit, user);
+        match self.execute_for(&waiter.wait, left) {
             Ok((0, out)) => Ok(parse_properties(&out)),
             // No systemctl (a guest without systemd), say: an error now, not a wait to the end.
             Ok((status, output)) => Err(Error::CommandFailed {
                 machine: self.name.clone(),
-                command: cmd,
+                command: waiter.wait,
                 status,
                 output,
             }),
-            // Stopped in the guest at the timeout: the waiter's start job would still be queued,
-            // to run (and fail) whenever the unit's job ends, so it goes too; the state read then
-            // is what the timeout error shows.
+            // Stopped in the guest at the timeout; the state read then is what the timeout
+            // error shows.
             Err(Error::Timeout { .. }) => {
-                let cleanup =
-                    format!("systemctl stop --no-block {waiter} {scope} >/dev/null 2>&1; {show}");
-                let out = self.succeed_for(&cleanup, self.limit(Some(Duration::from_secs(10))))?;
-                Ok(parse_properties(&out))
+                let limit = self.limit(Some(Duration::from_secs(10)));
+                Ok(parse_properties(&self.succeed_for(&waiter.cancel, limit)?))
             }
             Err(e) => Err(e),
         }
@@ -815,17 +785,85 @@ impl Machine {
     }
 }
 
+/// The guest commands of a wait for a system unit's job: see `Machine::follow_unit_job`.
+pub(crate) struct UnitWaiter {
+    /// Exits 0 once the unit's job has ended, printing `ActiveState=active` or the unit's
+    /// `systemctl show`.
+    pub(crate) wait: String,
+    /// Run after `wait` was stopped at a timeout: the waiter's start job would still be queued, to
+    /// run (and fail) whenever the unit's job ends, so it goes too; prints `systemctl show`.
+    pub(crate) cancel: String,
+}
+
+impl UnitWaiter {
+    /// The commands waiting for `unit` of the system manager, or of `user`'s; each waiter has
+    /// its own fallback scope name.
+    pub(crate) fn new(unit: &str, user: Option<&str>) -> UnitWaiter {
+        static WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let show = systemctl_command(&format!("--no-pager show {}", sh_quote(unit)), user);
+        // systemctl takes `nginx` for `nginx.service`; a dependency wants the full name.
+        let full = full_unit_name(unit);
+        let (u, waiter) = (
+            sh_quote(&full),
+            sh_quote(&format!("vmtd-wait@{full}.target")),
+        );
+        let scope = format!(
+            "vmtd-wait-{}-{}.scope",
+            std::process::id(),
+            WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        // A user's manager reads /run/systemd/user, which only root can write (the shell is root).
+        let (dir, flag) = match user {
+            None => ("/run/systemd/system", ""),
+            Some(_) => ("/run/systemd/user", " --user"),
+        };
+        let start = in_manager(
+            &format!("systemctl{flag} --no-ask-password start {waiter}"),
+            user,
+        );
+        let run_scope = in_manager(
+            &format!(
+                "systemd-run{flag} --quiet --collect --scope --unit={scope} \
+                 -p After={u} -p Requisite={u} true"
+            ),
+            user,
+        );
+        let wait = format!(
+            "t={dir}/vmtd-wait@.target\n\
+             [ -e $t ] || {{ mkdir -p {dir}; printf '%s\\n' '[Unit]' \\\n\
+             \x20 'Description=vm-test-driver: %i is active' \\\n\
+             \x20 DefaultDependencies=no After=%i Requisite=%i StopWhenUnneeded=yes >$t; }} 2>/dev/null\n\
+             if e=$({start} 2>&1 >/dev/null); then\n\
+             \x20 echo ActiveState=active; exit 0\n\
+             fi\n\
+             case $e in *\"Unit vmtd-wait@\"*)\n\
+             \x20 {run_scope} >/dev/null 2>&1 && {{ echo ActiveState=active; exit 0; }}\n\
+             esac\n\
+             {show}"
+        );
+        let stop = systemctl_command(&format!("stop --no-block {waiter} {scope}"), user);
+        let cancel = format!("{stop} >/dev/null 2>&1; {show}");
+        UnitWaiter { wait, cancel }
+    }
+}
+
 /// The shell command running `systemctl <args>`: the system manager's, or `user`'s as NixOS does
 /// it (a login shell of the user, `XDG_RUNTIME_DIR` set so systemctl finds the user manager).
 fn systemctl_command(args: &str, user: Option<&str>) -> String {
     match user {
         None => format!("systemctl {args}"),
+        Some(_) => in_manager(&format!("systemctl --user {args}"), user),
+    }
+}
+
+/// `cmd` as root, or as `user` so that it reaches the user's manager.
+fn in_manager(cmd: &str, user: Option<&str>) -> String {
+    match user {
+        None => cmd.to_string(),
         Some(user) => format!(
             "su -l {} --shell /bin/sh -c {}",
             sh_quote(user),
-            sh_quote(&format!(
-                "XDG_RUNTIME_DIR=/run/user/$(id -u) systemctl --user {args}"
-            ))
+            sh_quote(&format!("XDG_RUNTIME_DIR=/run/user/$(id -u) {cmd}"))
         ),
     }
 }
@@ -856,7 +894,7 @@ pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn parse_properties(out: &str) -> HashMap<String, String> {
+pub(crate) fn parse_properties(out: &str) -> HashMap<String, String> {
     out.lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))

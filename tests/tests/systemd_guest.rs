@@ -195,6 +195,33 @@ fn boot_commands_and_shutdown() {
         .unwrap();
     let info = vm.get_user_unit_info("hello.service", "alice").unwrap();
     assert_eq!(info["ActiveState"], "active");
+    // Units that turn active, or fail, while the wait runs: alice's manager tells when their job
+    // ends, through the driver's waiter target, which it loads from /run/systemd/user.
+    let run_as_alice = |unit: &str, cmd: &str| {
+        vm.succeed(format!(
+            "su -l alice --shell /bin/sh -c 'XDG_RUNTIME_DIR=/run/user/$(id -u) systemd-run \
+             --user --no-block --unit={unit} -p Type=oneshot -p RemainAfterExit=yes {cmd}'"
+        ))
+        .unwrap()
+    };
+    run_as_alice("later", "sleep 2");
+    vm.wait_for_user_unit("later", "alice", Some(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(
+        vm.get_user_unit_info("later", "alice").unwrap()["ActiveState"],
+        "active"
+    );
+    let waiter = vm
+        .get_user_unit_info("vmtd-wait@later.service.target", "alice")
+        .unwrap();
+    assert_eq!(waiter["LoadState"], "loaded", "{waiter:?}");
+    assert_eq!(waiter["ActiveState"], "inactive", "{waiter:?}");
+    run_as_alice("doomed", "sh -c \"sleep 1; exit 3\"");
+    let err = vm
+        .wait_for_user_unit("doomed", "alice", Some(Duration::from_secs(60)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unit doomed failed"), "{err}");
     // The system manager has no such unit.
     assert_eq!(
         vm.get_unit_info("hello.service").unwrap()["LoadState"],
