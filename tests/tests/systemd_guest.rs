@@ -129,6 +129,28 @@ fn boot_commands_and_shutdown() {
         .succeed("rmdir /run/systemd/system/vmtd-wait@.target; journalctl -b -o cat | grep -c 'Started vmtd-wait-.*scope'")
         .unwrap();
     assert_eq!(scopes.trim(), "1", "one scope, no polling");
+    // An instance of a template, `@` and `-` in its name: the waiter's instance name holds it
+    // as it is (%i; systemd 252 takes a second `@` there).
+    vm.write_file(
+        "/etc/systemd/system/late@.service",
+        b"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 2\n",
+    )
+    .unwrap();
+    vm.succeed("systemctl daemon-reload; systemctl start --no-block late@a-b.service")
+        .unwrap();
+    vm.wait_for_unit("late@a-b.service", Some(Duration::from_secs(60)))
+        .unwrap();
+    let reached = vm
+        .succeed(
+            "journalctl -b -o cat | grep -c 'Reached target vmtd-wait@late@a-b.service.target'",
+        )
+        .unwrap();
+    assert_eq!(
+        reached.trim(),
+        "1",
+        "the waiter target, not the scope or polling"
+    );
+    assert!(vm.require_active_unit("late@a-b.service").is_ok());
 
     // OpenBSD nc (`nc -z`) in this guest.
     vm.succeed(
