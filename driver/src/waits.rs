@@ -813,9 +813,15 @@ impl UnitWaiter {
             WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         // A user's manager reads /run/systemd/user, which only root can write (the shell is root).
-        let (dir, flag) = match user {
-            None => ("/run/systemd/system", ""),
-            Some(_) => ("/run/systemd/user", " --user"),
+        // No directory is made where systemd does not run: programs take /run/systemd/system for
+        // a sign that it does.
+        let (dir, mkdir, flag) = match user {
+            None => ("/run/systemd/system", "", ""),
+            Some(_) => (
+                "/run/systemd/user",
+                "[ -d /run/systemd/system ] && mkdir -p /run/systemd/user; ",
+                " --user",
+            ),
         };
         let start = in_manager(
             &format!("systemctl{flag} --no-ask-password start {waiter}"),
@@ -830,7 +836,7 @@ impl UnitWaiter {
         );
         let wait = format!(
             "t={dir}/vmtd-wait@.target\n\
-             [ -e $t ] || {{ mkdir -p {dir}; printf '%s\\n' '[Unit]' \\\n\
+             [ -e $t ] || {{ {mkdir}printf '%s\\n' '[Unit]' \\\n\
              \x20 'Description=vm-test-driver: %i is active' \\\n\
              \x20 DefaultDependencies=no After=%i Requisite=%i StopWhenUnneeded=yes >$t; }} 2>/dev/null\n\
              if e=$({start} 2>&1 >/dev/null); then\n\

@@ -148,7 +148,14 @@ fn waits_files_ports_console_and_forwarding() {
         .to_string();
     assert!(msg.contains("systemctl"), "{msg}");
     assert!(vm.get_unit_info("foo.service").is_err());
+    let msg = vm
+        .wait_for_user_unit("foo.service", "root", None)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("systemctl"), "{msg}");
     assert!(t.elapsed() < Duration::from_secs(10));
+    // Nor did the waits leave a directory that would tell programs systemd runs here.
+    vm.fail("test -e /run/systemd").unwrap();
 
     let t = Instant::now();
     vm.sleep(0.3).unwrap();
