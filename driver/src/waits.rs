@@ -547,20 +547,22 @@ impl Machine {
         )
     }
 
-    /// Waits in the guest, within `left`, for `unit` of the system manager to leave its pending
-    /// job or activation, then returns its properties: systemd's own job engine does the waiting,
-    /// so no poll costs the guest CPU while the unit starts (a `systemctl show` costs it about
-    /// 170 ms under TCG) and the wait returns within about 0.1 s of the unit turning active.
+    /// Waits in the guest, within `left`, for `unit` of the system manager (or of `user`'s) to
+    /// leave its pending job or activation, then returns its properties: systemd's own job engine
+    /// does the waiting, so no poll costs the guest CPU while the unit starts (a `systemctl show`
+    /// costs it about 170 ms under TCG) and the wait returns within about 0.1 s of the unit turning
+    /// active.
     ///
     /// `systemctl start vmtd-wait@UNIT.target`, a target ordered after the unit and requiring it
     /// (`After=`, `Requisite=`), starts once the unit's job is done and only if the unit is then
     /// active; a unit that is inactive with no job, or failed, makes it fail at once. Either way
-    /// `systemctl show` tells the state. The template goes into `/run/systemd/system`, which
-    /// systemd reads for a unit it has not loaded yet: no daemon-reload, so the user's units are
-    /// left alone. `StopWhenUnneeded=` stops each instance as soon as it has started. Nothing
-    /// is exec'd once the unit is active, so this answers sooner than a transient scope with the
-    /// same dependencies (`systemd-run --scope`, which execs its command then: 40-50 ms per
-    /// process under TCG); a manager that does not load the template gets that scope instead.
+    /// `systemctl show` tells the state. The template goes into `/run/systemd/system` (for a user's
+    /// manager `/run/systemd/user`), which systemd reads for a unit it has not loaded yet: no
+    /// daemon-reload, so the user's units are left alone. `StopWhenUnneeded=` stops each instance
+    /// as soon as it has started. Nothing is exec'd once the unit is active, so this answers sooner
+    /// than a transient scope with the same dependencies (`systemd-run --scope`, which execs its
+    /// command then: 40-50 ms per process under TCG); a manager that does not load the template
+    /// gets that scope instead.
     fn follow_unit_job(
         &self,
         unit: &str,
@@ -785,7 +787,7 @@ impl Machine {
     }
 }
 
-/// The guest commands of a wait for a system unit's job: see `Machine::follow_unit_job`.
+/// The guest commands of a wait for a unit's job: see `Machine::follow_unit_job`.
 pub(crate) struct UnitWaiter {
     /// Exits 0 once the unit's job has ended, printing `ActiveState=active` or the unit's
     /// `systemctl show`.
