@@ -176,12 +176,15 @@ impl Driver {
                     .filter(|(_, reply)| reply.is_none())
                     .map(|(m, _)| *m)
                     .collect();
-                // Their start jobs stay queued in the guests until cancelled.
-                let cancels: Vec<(&Machine, &str)> = stopped
-                    .iter()
-                    .map(|m| (*m, waiter.cancel.as_str()))
-                    .collect();
-                self.execute_on_all(&cancels, Some(CANCEL_LIMIT))?;
+                // Their start jobs stay queued in the guests until cancelled. (No empty round: it
+                // would still run the polling conditions.)
+                if !stopped.is_empty() {
+                    let cancels: Vec<(&Machine, &str)> = stopped
+                        .iter()
+                        .map(|m| (*m, waiter.cancel.as_str()))
+                        .collect();
+                    self.execute_on_all(&cancels, Some(CANCEL_LIMIT))?;
+                }
                 for (m, reply) in pending.iter().zip(&replies) {
                     match reply {
                         Some((status, out)) if !active(*status, out) => {

@@ -388,11 +388,16 @@ mod tests {
             socket.to_str().unwrap()
         );
         let args = ["-c".as_ref(), script.as_ref()];
-        let process = VdeProcess::start(9, "python3", &args, &root, "late.log", &socket).unwrap();
-        let connected = UnixStream::connect(&socket);
+        let process = VdeProcess::start(9, "python3", &args, &root, "late.log", &socket);
+        let connected = match &process {
+            Ok(_) => Ok(UnixStream::connect(&socket)),
+            Err(e) => Err(e.to_string()),
+        };
         drop(process);
         std::fs::remove_dir_all(&root).unwrap();
-        connected.expect("a connection right after start() returned");
+        connected
+            .expect("start()")
+            .expect("a connection right after start() returned");
     }
 
     #[test]
