@@ -825,10 +825,7 @@ impl UnitWaiter {
                 " --user",
             ),
         };
-        let start = in_manager(
-            &format!("systemctl{flag} --no-ask-password start {waiter}"),
-            user,
-        );
+        let start = systemctl_command(&format!("--no-ask-password start {waiter}"), user);
         let run_scope = in_manager(
             &format!(
                 "systemd-run{flag} --quiet --collect --scope --unit={scope} \
