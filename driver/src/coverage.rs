@@ -8,6 +8,10 @@ use std::path::PathBuf;
 /// The folder under the output directory that holds every machine's coverage data.
 pub const COVERAGE_DIR: &str = "coverage";
 
+/// Per machine, the guest directories holding coverage data, copied out at a clean shutdown.
+#[derive(Default)]
+struct CoverageDirs(std::collections::HashMap<usize, Vec<String>>);
+
 impl Machine {
     /// Names a guest directory holding coverage data; [`collect_coverage`](Self::collect_coverage)
     /// copies it, and [`shutdown`](Self::shutdown) does so before the machine stops.
@@ -22,7 +26,7 @@ impl Machine {
     /// ```
     pub fn add_coverage_dir(&self, dir: &str) {
         let mut core = self.core.borrow_mut();
-        let dirs = &mut core.vms[self.i].coverage_dirs;
+        let dirs = core.ext.get::<CoverageDirs>().0.entry(self.i).or_default();
         if !dirs.iter().any(|d| d == dir) {
             dirs.push(dir.to_string());
         }
@@ -40,11 +44,9 @@ impl Machine {
     /// ```
     pub fn collect_coverage(&self) -> Result<Option<PathBuf>, Error> {
         let (dirs, output) = {
-            let core = self.core.borrow();
-            (
-                core.vms[self.i].coverage_dirs.clone(),
-                core.output_dir.clone(),
-            )
+            let mut core = self.core.borrow_mut();
+            let dirs = core.ext.get::<CoverageDirs>().0.get(&self.i).cloned();
+            (dirs.unwrap_or_default(), core.output_dir.clone())
         };
         if dirs.is_empty() {
             return Ok(None);
@@ -61,7 +63,7 @@ impl Machine {
         let mut cmd = String::from("cd / && set --");
         for d in &dirs {
             cmd.push(' ');
-            cmd.push_str(&crate::waits::sh_quote(d.trim_start_matches('/')));
+            cmd.push_str(&crate::text::sh_quote(d.trim_start_matches('/')));
         }
         cmd.push_str("; for d; do [ -d \"$d\" ] && set -- \"$@\" \"$d\"; shift; done; ");
         cmd.push_str("if [ $# -gt 0 ]; then tar -cf - -- \"$@\"; fi");

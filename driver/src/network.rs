@@ -1,4 +1,5 @@
-//! Network faults between machines: delay, jitter and loss on a machine's link, and partitions.
+//! Networks: a machine's VLAN NICs and their links (block/unblock), ports forwarded from the host,
+//! and faults between machines (delay, jitter and loss on a machine's link, partitions).
 
 use crate::{Driver, Error, Machine};
 use std::time::Duration;
@@ -150,5 +151,136 @@ impl Driver {
             switch.set_segment(port, 0)?;
         }
         Ok(())
+    }
+}
+
+impl Machine {
+    /// Attaches the machine to VLANs before it starts: a NIC with MAC `52:54:00:12:<vlan>:<n>` per VLAN,
+    /// where n is the machine's 1-based position in the driver (the bundled guests give it address
+    /// `192.168.<vlan>.<n>`). Starts the switches it names.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.attach_vlans(&[1, 2])?;
+    /// vm.start()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn attach_vlans(&self, vlans: &[u32]) -> Result<(), Error> {
+        let mut core = self.core.borrow_mut();
+        if core.io.vms[self.i].is_running() {
+            return Err(Error::Vlan {
+                number: vlans.first().copied().unwrap_or(0),
+                what: format!(
+                    "machine {} runs already; attach VLANs before it starts",
+                    self.name
+                ),
+                source: None,
+            });
+        }
+        for &n in vlans {
+            core.ensure_link(n, self.i)?;
+            if !core.vms[self.i].vlans.contains(&n) {
+                core.vms[self.i].vlans.push(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// The address the bundled guests give this machine on `vlan`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// let addr = vm.vlan_address(1); // "192.168.1.<n>"
+    /// vm.succeed(&format!("ping -c 1 {addr}"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn vlan_address(&self, vlan: u32) -> String {
+        let number = self.core.borrow().vms[self.i].number;
+        format!("192.168.{vlan}.{number}")
+    }
+
+    /// Takes the machine's VLAN links down (the guest sees its cables pulled), as NixOS's `block`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.block()?;
+    /// vm.fail("ping -c 1 -W 1 192.168.1.2")?;
+    /// vm.unblock()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn block(&self) -> Result<(), Error> {
+        self.set_links(false)
+    }
+
+    /// Brings the machine's VLAN links back up.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.block()?;
+    /// vm.unblock()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn unblock(&self) -> Result<(), Error> {
+        self.set_links(true)
+    }
+
+    fn set_links(&self, up: bool) -> Result<(), Error> {
+        let vlans = self.core.borrow().vms[self.i].vlans.clone();
+        if vlans.is_empty() {
+            return Err(Error::Monitor {
+                machine: self.name.clone(),
+                reason: "no VLAN link to switch: the machine is attached to no VLAN".into(),
+            });
+        }
+        for n in vlans {
+            let state = if up { "on" } else { "off" };
+            self.monitor_expect_silence(&format!("set_link {} {state}", crate::vlan::nic_id(n)))?;
+        }
+        Ok(())
+    }
+
+    /// Forwards TCP `host_port` on the host's loopback address to `guest_port` in the guest
+    /// (user-mode networking); other hosts cannot reach it.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.forward_port(8081, 80)?;
+    /// let _ = std::net::TcpStream::connect(("127.0.0.1", 8081));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forward_port(&self, host_port: u16, guest_port: u16) -> Result<(), Error> {
+        self.forward_port_on("127.0.0.1", host_port, guest_port)
+    }
+
+    /// [`forward_port`](Self::forward_port) listening on the host address `address` instead of
+    /// loopback (an IPv4 address; `0.0.0.0` exposes the guest port to the network, so ask for it only
+    /// when other hosts must reach it).
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.forward_port_on("0.0.0.0", 8081, 80)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forward_port_on(
+        &self,
+        address: &str,
+        host_port: u16,
+        guest_port: u16,
+    ) -> Result<(), Error> {
+        // Checked here: anything else would reach HMP's own parser, or inject a second option.
+        if address.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(Error::BadOption(format!(
+                "forward_port: {address:?} is not an IPv4 address to listen on"
+            )));
+        }
+        self.monitor_expect_silence(&format!(
+            "hostfwd_add tcp:{address}:{host_port}-:{guest_port}"
+        ))
     }
 }

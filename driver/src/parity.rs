@@ -1,7 +1,7 @@
 //! Newer NixOS driver methods: unit properties and states, unix sockets, and the newer name of
 //! `copy_from_vm`.
 
-use crate::waits::sh_quote;
+use crate::text::sh_quote;
 use crate::{Error, Machine};
 use std::time::Duration;
 

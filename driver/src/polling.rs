@@ -2,7 +2,8 @@
 //! the test runs, run before that part's guest commands, at most once per interval.
 
 use crate::core::Core;
-use crate::{Driver, Error};
+use crate::machine::{Driver, Machine};
+use crate::Error;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ struct Condition {
 
 /// The conditions in force, innermost last.
 #[derive(Default)]
-pub(crate) struct Conditions {
+struct Conditions {
     active: Vec<Condition>,
     /// A check is running: its own commands are not checked again.
     checking: bool,
@@ -60,12 +61,17 @@ impl Driver {
         let check: ErasedCheck = unsafe {
             std::mem::transmute::<*mut (dyn FnMut() -> CheckResult + '_), ErasedCheck>(check)
         };
-        self.core.borrow_mut().conditions.active.push(Condition {
-            name: name.to_string(),
-            interval,
-            last: None,
-            check,
-        });
+        self.core
+            .borrow_mut()
+            .ext
+            .get::<Conditions>()
+            .active
+            .push(Condition {
+                name: name.to_string(),
+                interval,
+                last: None,
+                check,
+            });
         let _pop = Pop(self.core.clone());
         check_polling_conditions(&self.core)?;
         body()
@@ -78,7 +84,7 @@ struct Pop(Rc<RefCell<Core>>);
 impl Drop for Pop {
     fn drop(&mut self) {
         if let Ok(mut core) = self.0.try_borrow_mut() {
-            core.conditions.active.pop();
+            core.ext.get::<Conditions>().active.pop();
         }
     }
 }
@@ -89,16 +95,21 @@ struct Checking(Rc<RefCell<Core>>);
 impl Drop for Checking {
     fn drop(&mut self) {
         if let Ok(mut core) = self.0.try_borrow_mut() {
-            core.conditions.checking = false;
+            core.ext.get::<Conditions>().checking = false;
         }
     }
 }
 
 /// Runs the checks that are due; called before every guest command.
+/// The hook run before each guest command ([`crate::machine::Hooks::before_command`]).
+pub(crate) fn before_command(m: &Machine) -> Result<(), Error> {
+    check_polling_conditions(&m.core)
+}
+
 pub(crate) fn check_polling_conditions(core: &Rc<RefCell<Core>>) -> Result<(), Error> {
     let due: Vec<(String, ErasedCheck)> = {
         let mut core = core.borrow_mut();
-        let conditions = &mut core.conditions;
+        let conditions = core.ext.get::<Conditions>();
         if conditions.checking || conditions.active.is_empty() {
             return Ok(());
         }
@@ -114,7 +125,7 @@ pub(crate) fn check_polling_conditions(core: &Rc<RefCell<Core>>) -> Result<(), E
             .collect()
     };
     for (name, check) in due {
-        core.borrow_mut().conditions.checking = true;
+        core.borrow_mut().ext.get::<Conditions>().checking = true;
         let _done = Checking(core.clone());
         log::debug!("checking polling condition {name}");
         // SAFETY: see `with_polling_condition`: the closure is alive while its condition is listed,

@@ -215,7 +215,7 @@ impl Recorder {
     ) {
         let (start, end) = (self.at(start), self.now());
         let command = head_text(command, COMMAND_TEXT);
-        let output = crate::machine::tail_text(output, COMMAND_OUTPUT);
+        let output = crate::text::tail_text(output, COMMAND_OUTPUT);
         self.with_machine(machine, |m| {
             let output = if m.output_kept + output.len() <= COMMAND_OUTPUT_BUDGET {
                 m.output_kept += output.len();

@@ -111,6 +111,23 @@ pub(crate) fn write_png(
 }
 
 impl Machine {
+    /// Takes a screenshot of the display as PNG into `path`, with the monitor given `limit`.
+    pub(crate) fn screenshot_within(&self, path: &Path, limit: Duration) -> Result<(), Error> {
+        let image = self.screen_within(limit)?;
+        image.write_png(path).map_err(|source| Error::Io {
+            what: format!("machine {}: writing {}", self.name, path.display()),
+            source,
+        })?;
+        let core = self.core.borrow();
+        let recorder = core.activity.recorder();
+        let event = crate::record::MachineEvent::Screenshot {
+            t: recorder.now(),
+            path: path.to_path_buf(),
+        };
+        recorder.event(&self.name, event);
+        Ok(())
+    }
+
     /// Saves the display as PNG: a relative name goes into the output directory (the current one
     /// if none was set), `.png` added when it has no extension (as NixOS does); an absolute path is
     /// used as given. Returns where it went.

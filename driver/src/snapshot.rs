@@ -3,14 +3,9 @@
 //! qcow2 disk (the tiny initramfs guest) gets an empty one, `vmstate.qcow2` in its state directory,
 //! attached with no device, only to hold the saved RAM.
 
+use crate::cache::{create_vmstate_file, VMSTATE_DRIVE, VMSTATE_FILE};
 use crate::{Driver, Error, Machine};
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The id of the drive that holds saved RAM when a machine has no qcow2 disk of its own.
-pub(crate) const VMSTATE_DRIVE: &str = "vmtd-vmstate";
-/// The file of that drive, in the machine's state directory.
-pub(crate) const VMSTATE_FILE: &str = "vmstate.qcow2";
 
 impl Machine {
     /// Saves the running machine (memory, devices, qcow2 disks) as snapshot `name`, replacing an
@@ -28,7 +23,7 @@ impl Machine {
         check_name(&self.name, name)?;
         self.connect()?;
         let _step = self.step(format!("saving snapshot {name}"));
-        if self.core.borrow().vms[self.i].shell_held {
+        if self.core.borrow().io.vms[self.i].shell_held {
             return Err(Error::BadOption(format!(
                 "machine {}: a timed-out command still runs in the guest; a snapshot now would \
                  restore it running",
@@ -99,7 +94,7 @@ impl Machine {
         }
         // The guest resumes where it was saved: between two commands, with nothing in flight.
         let mut core = self.core.borrow_mut();
-        let vm = &mut core.vms[self.i];
+        let vm = &mut core.io.vms[self.i];
         vm.shell_held = false;
         vm.shell().abandon();
         Ok(())
@@ -114,18 +109,6 @@ impl Machine {
         let cmd = format!("date -u -s @{now} >/dev/null");
         self.execute_for(&cmd, self.limit(Some(Duration::from_secs(30))))
             .map(drop)
-    }
-
-    /// An HMP command that prints nothing when it works (savevm, loadvm).
-    pub(crate) fn monitor_ok(&self, command: &str) -> Result<(), Error> {
-        let reply = self.monitor_within(command, self.limit(None))?;
-        match reply.trim() {
-            "" => Ok(()),
-            said => Err(Error::Monitor {
-                machine: self.name.clone(),
-                reason: format!("{command}: {said}"),
-            }),
-        }
     }
 
     /// Attaches an empty qcow2 drive for the saved RAM unless the machine has one, or a qcow2 disk
@@ -151,33 +134,6 @@ impl Machine {
         }
         Ok(())
     }
-}
-
-/// Creates an empty qcow2 file (with `qemu-img`, from qemu-utils) unless it exists.
-pub(crate) fn create_vmstate_file(machine: &str, file: &Path) -> Result<(), Error> {
-    if file.exists() {
-        return Ok(());
-    }
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(file)
-        .arg("1M")
-        .output()
-        .map_err(|source| Error::Io {
-            what: format!("machine {machine}: running qemu-img (Debian package qemu-utils)"),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Monitor {
-            machine: machine.to_string(),
-            reason: format!(
-                "qemu-img create {}: {}",
-                file.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(())
 }
 
 impl Driver {

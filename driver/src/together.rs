@@ -1,9 +1,13 @@
 //! Several machines served together: commands sent to all of them before any reply is awaited,
 //! and unit waits on all of them at once (NixOS waits on one machine at a time).
 
-use crate::core::{Core, Ended};
-use crate::waits::{parse_properties, UnitWaiter};
-use crate::{Driver, Error, Machine};
+use crate::commands::interrupt_command;
+use crate::core::Core;
+use crate::event_loop::{Ended, Loop};
+use crate::machine::{Driver, Machine};
+use crate::systemd::UnitWaiter;
+use crate::text::parse_properties;
+use crate::Error;
 use std::time::{Duration, Instant};
 
 /// For cancelling the waits of a joint unit wait (a `systemctl stop --no-block` and a `show`).
@@ -64,10 +68,10 @@ impl Driver {
         let mut outs: Vec<Vec<u8>> = vec![Vec::new(); commands.len()];
         let mut ends: Vec<Option<Result<i32, String>>> = vec![None; commands.len()];
         let mut early = false;
-        let finished = core.run_until(t0 + limit, |core| {
+        let finished = core.io.run_until(t0 + limit, |io| {
             for (k, (m, _)) in commands.iter().enumerate() {
                 if ends[k].is_none() {
-                    ends[k] = collect(core, m, &mut outs[k]);
+                    ends[k] = collect(io, m, &mut outs[k]);
                     if let Some(Ok(status)) = ends[k] {
                         early |= ends_round(status, &outs[k]);
                     }
@@ -87,7 +91,7 @@ impl Driver {
         if let Err(e) = finished {
             for (k, (m, _)) in commands.iter().enumerate() {
                 if ends[k].is_none() {
-                    core.vms[m.i].abandon_command();
+                    core.io.vms[m.i].abandon_command();
                 }
             }
             return Err(e);
@@ -113,7 +117,7 @@ impl Driver {
                         machine: m.name.clone(),
                         what: format!("command `{cmd}` to finish (run on several machines)"),
                         after: limit,
-                        last: crate::machine::tail_text(&outs[k], 2000),
+                        last: crate::text::tail_text(&outs[k], 2000),
                     });
                 }
             }
@@ -243,8 +247,8 @@ impl Driver {
 }
 
 /// Takes machine `m`'s shell events: Some once its command ended (status, or what ended it).
-fn collect(core: &mut Core, m: &Machine, out: &mut Vec<u8>) -> Option<Result<i32, String>> {
-    let ended = core.take_command_events(m.i, |b| {
+fn collect(io: &mut Loop, m: &Machine, out: &mut Vec<u8>) -> Option<Result<i32, String>> {
+    let ended = io.vms[m.i].take_command_events(|b| {
         out.extend_from_slice(b);
         true
     })?;
@@ -265,7 +269,7 @@ fn stop_unfinished(
 ) {
     for (k, (m, _)) in commands.iter().enumerate() {
         if ends[k].is_none() {
-            core.interrupt_command(m.i);
+            interrupt_command(core, m.i);
         }
     }
 }

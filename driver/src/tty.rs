@@ -92,7 +92,10 @@ impl Machine {
         let _step = self.step(format!("typing {chars:?} into the serial console"));
         self.connect()?;
         let mut core = self.core.borrow_mut();
-        if !core.write_console(self.i, chars.as_bytes(), Instant::now() + CONSOLE_WRITE) {
+        if !core
+            .io
+            .write_console(self.i, chars.as_bytes(), Instant::now() + CONSOLE_WRITE)
+        {
             return Err(Error::NotRunning(self.name.clone()));
         }
         Ok(())
