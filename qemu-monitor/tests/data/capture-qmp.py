@@ -27,7 +27,7 @@ How the captures are made:
 
 Every QEMU started here is killed by its PID and reaped before the script ends. The tests hard-code
 the replies, so regenerating with another QEMU build (or at another time: events carry timestamps)
-requires updating the expectations in src/qmp.rs.
+requires updating the expectations in src/qmp/tests/mod.rs.
 """
 
 import json
