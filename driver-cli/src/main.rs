@@ -7,12 +7,14 @@
 //! Exit status: 0 passed, 1 test failed, 2 usage or setup error.
 
 mod coverage;
+mod interact;
 mod junit;
 mod output;
 mod repl;
 mod report;
 mod run_vms;
 mod script;
+mod script_error;
 mod suite;
 
 use anyhow::Context;
@@ -400,7 +402,7 @@ fn run_script(args: RunArgs, out: &'static output::Output) -> Result<(), Failure
         )
         .into())
     })
-    .map_err(|e| script::located(shown, &e));
+    .map_err(|e| script_error::located(shown, &e));
     // Machines still running at the end are stopped (not powered off cleanly), as in NixOS; their
     // coverage data is copied out first.
     driver.collect_coverage();

@@ -1,7 +1,9 @@
 //! `--interactive`: a Rhai REPL with the test script's bindings, line editing and history. Machines
 //! start when first used; Ctrl-C interrupts the step in progress and returns to the prompt.
 
+use crate::interact::editor;
 use crate::output::Output;
+use crate::script_error::located;
 use driver::Driver;
 use rhai::{Dynamic, Engine, ParseErrorType, Scope, AST};
 use rustyline::error::ReadlineError;
@@ -98,7 +100,7 @@ pub fn run(
         match result {
             Ok(v) if v.is_unit() => {}
             Ok(v) => println!("{v:?}"),
-            Err(e) => eprintln!("error: {}", crate::script::located("<repl>".as_ref(), &e)),
+            Err(e) => eprintln!("error: {}", located("<repl>".as_ref(), &e)),
         }
         match driver.take_signal() {
             Some(sig) if sig == SIGTERM || sig == SIGHUP => break,
@@ -113,74 +115,6 @@ pub fn run(
         let _ = editor(&lines)?.save_history(h);
     }
     Ok(())
-}
-
-/// What a line typed in [`interact`] goes to.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The backdoor root shell: each line runs as a command, its output and status printed.
-    Shell,
-    /// The serial console: each line is typed into it; what the guest prints shows in the log.
-    Console,
-}
-
-/// How a user leaves [`interact`]; printed when it starts.
-pub const LEAVE: &str = "Ctrl-D (end of input) leaves and returns to the REPL";
-
-/// `shell_interact()` / `console_interact()`: a line loop on `machine` until end of input (Ctrl-D).
-/// Ctrl-C abandons the line being typed; a command that hangs is stopped by Ctrl-C like any step.
-pub fn interact(driver: &Driver, machine: &driver::Machine, target: Target) -> anyhow::Result<()> {
-    let name = machine.name().to_string();
-    let (prompt, what) = match target {
-        Target::Shell => (format!("{name}# "), "root shell (backdoor)"),
-        Target::Console => (format!("{name} console> "), "serial console"),
-    };
-    println!("{what} of {name}; {LEAVE}.");
-    let mut lines: Vec<String> = Vec::new();
-    loop {
-        let line = match editor(&lines)?.readline(&prompt) {
-            Ok(line) => line,
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(e.into()),
-        };
-        if !line.trim().is_empty() {
-            lines.push(line.clone());
-        }
-        match target {
-            Target::Shell if line.trim().is_empty() => {}
-            Target::Shell => match machine.execute(&line) {
-                Ok((status, out)) => {
-                    print!("{out}");
-                    if !out.is_empty() && !out.ends_with('\n') {
-                        println!();
-                    }
-                    if status != 0 {
-                        println!("(exit status {status})");
-                    }
-                }
-                Err(e) => eprintln!("error: {e}"),
-            },
-            Target::Console => {
-                if let Err(e) = machine.send_console(&format!("{line}\n")) {
-                    eprintln!("error: {e}");
-                }
-                // Let the guest answer before the next prompt: its console lines go to the log.
-                let _ = driver.sleep(std::time::Duration::from_millis(500));
-            }
-        }
-    }
-    println!("(left the {what} of {name})");
-    Ok(())
-}
-
-/// A line editor whose history holds `lines`.
-fn editor(lines: &[String]) -> rustyline::Result<rustyline::DefaultEditor> {
-    let mut editor = rustyline::DefaultEditor::new()?;
-    for line in lines {
-        editor.add_history_entry(line.as_str())?;
-    }
-    Ok(editor)
 }
 
 /// Whether a parse error means the input stops before its end (more lines will complete it).

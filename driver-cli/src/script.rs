@@ -2,6 +2,7 @@
 //! names, NixOS keyword arguments as optional trailing positional arguments.
 
 use crate::output::Output;
+use crate::script_error::{innermost, located};
 use driver::{Driver, Machine};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope};
 use std::cell::RefCell;
@@ -501,12 +502,12 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
     });
     // Interactive: a root shell over the backdoor, or the serial console, until Ctrl-D.
     for (name, target) in [
-        ("shell_interact", crate::repl::Target::Shell),
-        ("console_interact", crate::repl::Target::Console),
+        ("shell_interact", crate::interact::Target::Shell),
+        ("console_interact", crate::interact::Target::Console),
     ] {
         let d = driver.clone();
         e.register_fn(name, move |m: &mut Machine| -> Res<()> {
-            crate::repl::interact(&d, m, target).map_err(|e| e.to_string().into())
+            crate::interact::interact(&d, m, target).map_err(|e| e.to_string().into())
         });
     }
     e.register_fn("wait_for_job", |m: &mut Machine, u: &str| {
@@ -888,40 +889,4 @@ pub fn global_name(machine: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The message of the error that started a chain of calls (without Rhai's decoration), and where
-/// it happened: the failing command's line rather than the closure that called it.
-fn innermost(e: &EvalAltResult) -> (String, Position) {
-    let inner = e.unwrap_inner();
-    let at = match inner.position() {
-        p if p.is_none() => e.position(),
-        p => p,
-    };
-    let message = match inner {
-        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        EvalAltResult::ErrorTerminated(v, _) => v.to_string(),
-        // Most often a machine name that no start script gave.
-        EvalAltResult::ErrorVariableNotFound(name, _) => format!(
-            "Variable not found: {name} (no machine or variable of that name; a start script \
-             run-<name>-vm makes a machine <name>)"
-        ),
-        other => {
-            let text = other.to_string();
-            let suffix = format!(" ({})", inner.position());
-            text.strip_suffix(&suffix).unwrap_or(&text).to_string()
-        }
-    };
-    (message, at)
-}
-
-/// A script's error as `file:line:column: message`; an interrupt's termination gives its reason.
-pub fn located(path: &std::path::Path, e: &EvalAltResult) -> String {
-    let (message, at) = innermost(e);
-    format!(
-        "{}:{}:{}: {message}",
-        path.display(),
-        at.line().unwrap_or(0),
-        at.position().unwrap_or(0)
-    )
 }
