@@ -1,8 +1,9 @@
 //! `run-vms`: start every machine of a network, say how to reach each, and keep them running until
 //! Ctrl-C (or SIGTERM), then stop them all.
 
+use crate::args::Network;
 use crate::output::Output;
-use crate::{network_driver, setup_error, usage, Failure, Network};
+use crate::setup::{network_driver, setup_error, usage, Failure};
 use driver::{Driver, Machine};
 use std::time::Duration;
 

@@ -7,7 +7,9 @@
 //! on SIGCHLD and forwards SIGINT, SIGTERM and SIGHUP to the children, which stop their machines
 //! themselves; a parent killed outright takes them along by `PR_SET_PDEATHSIG(SIGTERM)`.
 
-use crate::{junit, usage, Failure, RunArgs};
+use crate::args::RunArgs;
+use crate::junit;
+use crate::setup::{usage, Failure};
 use anyhow::Context;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use std::ffi::{OsStr, OsString};
@@ -16,7 +18,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,59 +26,6 @@ use std::time::{Duration, Instant};
 const MAX_LINE: u64 = 64 * 1024;
 /// The tail of a child's log kept for a JUnit suite the child could not write itself.
 const KEPT_OUTPUT: usize = 1024 * 1024;
-
-/// `--partition K/N`: the scripts whose 0-based index i (sorted by file name) has `i mod N == K - 1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Partition {
-    /// Which share, from 1.
-    pub k: usize,
-    /// Into how many shares the scripts are split.
-    pub n: usize,
-}
-
-impl FromStr for Partition {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (k, n) = s
-            .split_once('/')
-            .ok_or("expected K/N with 1 <= K <= N, such as 1/4")?;
-        let number = |v: &str, what: &str| {
-            v.parse::<usize>()
-                .map_err(|_| format!("{what} is not a number: expected K/N, such as 1/4"))
-        };
-        let (k, n) = (number(k, "K")?, number(n, "N")?);
-        if n == 0 {
-            return Err("N must be at least 1".into());
-        }
-        if k == 0 || k > n {
-            return Err(format!("K must be between 1 and N ({n})"));
-        }
-        Ok(Partition { k, n })
-    }
-}
-
-impl std::fmt::Display for Partition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.k, self.n)
-    }
-}
-
-impl Partition {
-    /// Whether the script at `index` (0-based, in file name order) is in this share.
-    pub fn holds(&self, index: usize) -> bool {
-        index % self.n == self.k - 1
-    }
-}
-
-/// `--jobs N`: at least 1.
-pub fn parse_jobs(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1: how many test scripts run at once".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err("not a number: how many test scripts run at once".into()),
-    }
-}
 
 /// One test script of the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,37 +589,12 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    #[test]
-    fn partitions_parse_and_reject_bad_values() {
-        assert_eq!("2/3".parse(), Ok(Partition { k: 2, n: 3 }));
-        assert_eq!("1/1".parse(), Ok(Partition { k: 1, n: 1 }));
-        for bad in ["0/2", "3/2", "a/b", "1/0", "2", "", "1/2/3", "-1/2", " 1/2"] {
-            assert!(bad.parse::<Partition>().is_err(), "{bad:?} was accepted");
-        }
-    }
-
-    #[test]
-    fn every_index_is_in_exactly_one_partition() {
-        for n in 1..6 {
-            for i in 0..20 {
-                let holders: Vec<usize> =
-                    (1..=n).filter(|&k| Partition { k, n }.holds(i)).collect();
-                assert_eq!(holders, [i % n + 1], "index {i} of {n} partitions");
-            }
-        }
-    }
-
-    #[test]
-    fn jobs_must_be_a_positive_number() {
-        assert_eq!(parse_jobs("4"), Ok(4));
-        assert!(parse_jobs("0").is_err());
-        assert!(parse_jobs("x").is_err());
-    }
-
     fn args(cli: &[&str]) -> RunArgs {
-        crate::Cli::try_parse_from(std::iter::once("vm-test-driver").chain(cli.iter().copied()))
-            .unwrap()
-            .run
+        crate::args::Cli::try_parse_from(
+            std::iter::once("vm-test-driver").chain(cli.iter().copied()),
+        )
+        .unwrap()
+        .run
     }
 
     fn script() -> Script {
