@@ -7,25 +7,21 @@
 //! on SIGCHLD and forwards SIGINT, SIGTERM and SIGHUP to the children, which stop their machines
 //! themselves; a parent killed outright takes them along by `PR_SET_PDEATHSIG(SIGTERM)`.
 
+mod children;
+mod outcome;
+
 use crate::args::RunArgs;
 use crate::junit;
 use crate::setup::{usage, Failure};
 use anyhow::Context;
+use children::{reap_orphans, spawn};
+use outcome::{signal_name, suite_of, summarize, JunitDir, Outcome};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// A line longer than this is passed through in pieces, each prefixed.
-const MAX_LINE: u64 = 64 * 1024;
-/// The tail of a child's log kept for a JUnit suite the child could not write itself.
-const KEPT_OUTPUT: usize = 1024 * 1024;
+use std::time::Instant;
 
 /// One test script of the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,46 +109,6 @@ fn child_args(args: &RunArgs, script: &Script, junit: Option<&Path>) -> Vec<OsSt
     a
 }
 
-/// How one script ended.
-enum Outcome {
-    Exited {
-        status: ExitStatus,
-        time: Duration,
-    },
-    /// It could not be started.
-    Unstarted(String),
-    /// A signal stopped the suite before its turn.
-    NotRun,
-}
-
-impl Outcome {
-    fn passed(&self) -> bool {
-        matches!(self, Outcome::Exited { status, .. } if status.success())
-    }
-
-    /// `passed`, `failed (exit status 1)`, `failed (killed by SIGKILL)`, `not run`.
-    fn describe(&self) -> String {
-        match self {
-            Outcome::Exited { status, .. } if status.success() => "passed".into(),
-            Outcome::Exited { status, .. } => format!("failed ({})", exit_status(*status)),
-            Outcome::Unstarted(e) => format!("failed (not started: {e})"),
-            Outcome::NotRun => "not run".into(),
-        }
-    }
-}
-
-fn exit_status(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("killed by {}", signal_name(sig)),
-        (None, None) => status.to_string(),
-    }
-}
-
-fn signal_name(sig: i32) -> String {
-    signal_hook::low_level::signal_name(sig).map_or_else(|| format!("signal {sig}"), str::to_string)
-}
-
 /// A child running one script, with the threads passing its output through.
 struct Running {
     index: usize,
@@ -234,9 +190,9 @@ pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
         // Spawned from this (the main) thread: PR_SET_PDEATHSIG fires when the forking thread ends.
         while interrupted.is_none() && running.len() < jobs && next < scripts.len() {
             let script = &scripts[next];
-            let junit = junit_dir.as_ref().map(|d| d.file(script));
+            let junit = junit_dir.as_ref().map(|d| d.file(&script.stem));
             let argv = child_args(args, script, junit.as_deref());
-            match spawn(&exe, &argv, script, kept[next].clone()) {
+            match spawn(&exe, &argv, &script.stem, kept[next].clone()) {
                 Ok((child, readers)) => {
                     log::info!("{}: started", script.stem);
                     running.push(Running {
@@ -312,13 +268,14 @@ pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
         reap_orphans(&ours);
     }
     drop(signals);
-    summarize(&scripts, &outcomes);
+    let stems: Vec<&str> = scripts.iter().map(|s| s.stem.as_str()).collect();
+    summarize(&stems, &outcomes);
     if let (Some(file), Some(dir)) = (&args.junit, &junit_dir) {
         let suites = scripts
             .iter()
             .zip(&outcomes)
             .zip(&kept)
-            .map(|((s, o), k)| suite_of(dir, s, o, k.as_ref(), interrupted))
+            .map(|((s, o), k)| suite_of(dir, &s.stem, o, k.as_ref(), interrupted))
             .collect();
         junit::write_suites(file, suites)
             .with_context(|| format!("cannot write the JUnit report {}", file.display()))
@@ -351,236 +308,6 @@ pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
         )),
         None if failed.is_empty() => Ok(()),
         None => Err(Failure::Test(anyhow::anyhow!(summary))),
-    }
-}
-
-/// Reaps exited processes that are not in `ours`: as a subreaper (see `main`) we adopt what the
-/// children leave behind when they exit (a watchdog that outlived its driver), and nothing else
-/// would reap those. Stops at a child of ours, which the next SIGCHLD reaps.
-fn reap_orphans(ours: &[i32]) {
-    loop {
-        // SAFETY: an all-zero siginfo_t is valid; waitid only writes into it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: WNOWAIT only looks: the process stays waitable.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_ALL,
-                0,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        // SAFETY: waitid filled `info` for an exited child (si_pid stays 0 when there is none).
-        let pid = unsafe { info.si_pid() };
-        if r != 0 || pid == 0 || ours.contains(&pid) {
-            return;
-        }
-        // SAFETY: `pid` is an exited child of ours that no `Child` owns.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-    }
-}
-
-/// Starts the child for `script` in its own process group (a terminal's ^C reaches only the
-/// parent, which forwards it once), with its stdout and stderr passed through prefixed.
-fn spawn(
-    exe: &Path,
-    argv: &[OsString],
-    script: &Script,
-    kept: Option<Arc<Mutex<String>>>,
-) -> anyhow::Result<(std::process::Child, Vec<JoinHandle<()>>)> {
-    let mut cmd = Command::new(exe);
-    cmd.args(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SIGTERM, not SIGKILL: the child then stops its machines as on any SIGTERM.
-    qemu_proc::die_with_parent(&mut cmd, libc::SIGTERM);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
-    let prefix = format!("[{}] ", script.stem);
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(pass_through(out, prefix.clone(), Stream::Stdout, None));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(pass_through(err, prefix, Stream::Stderr, kept));
-    }
-    Ok((child, readers))
-}
-
-#[derive(Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// A thread copying `from` line by line to our own `to`, each line prefixed, whole lines written at
-/// once so the children's lines never interleave; `kept` gets the text too (its last part).
-fn pass_through(
-    from: impl Read + Send + 'static,
-    prefix: String,
-    to: Stream,
-    kept: Option<Arc<Mutex<String>>>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut from = BufReader::new(from);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match (&mut from).take(MAX_LINE).read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-            if !line.ends_with(b"\n") {
-                line.push(b'\n');
-            }
-            let mut whole = Vec::with_capacity(prefix.len() + line.len());
-            whole.extend_from_slice(prefix.as_bytes());
-            whole.extend_from_slice(&line);
-            let _ = match to {
-                Stream::Stdout => std::io::stdout().lock().write_all(&whole),
-                Stream::Stderr => std::io::stderr().lock().write_all(&whole),
-            };
-            if let Some(kept) = &kept {
-                let mut k = kept.lock().unwrap_or_else(|e| e.into_inner());
-                k.push_str(&String::from_utf8_lossy(&line));
-                if k.len() > KEPT_OUTPUT {
-                    // Drop whole lines from the front.
-                    let cut = k.len() - KEPT_OUTPUT;
-                    let cut = k[cut..].find('\n').map_or(k.len(), |at| cut + at + 1);
-                    k.drain(..cut);
-                }
-            }
-        }
-    })
-}
-
-/// The summary: one line per script, then the counts.
-fn summarize(scripts: &[Script], outcomes: &[Outcome]) {
-    let width = scripts.iter().map(|s| s.stem.len()).max().unwrap_or(0);
-    log::info!("summary:");
-    for (s, o) in scripts.iter().zip(outcomes) {
-        let time = match o {
-            Outcome::Exited { time, .. } => format!("  {:.2} s", time.as_secs_f64()),
-            _ => String::new(),
-        };
-        let line = format!("  {:width$}  {}{time}", s.stem, o.describe());
-        if o.passed() {
-            log::info!("{line}");
-        } else {
-            log::error!("{line}");
-        }
-    }
-    let passed = outcomes.iter().filter(|o| o.passed()).count();
-    let not_run = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::NotRun))
-        .count();
-    let failed = outcomes.len() - passed - not_run;
-    let not_run = match not_run {
-        0 => String::new(),
-        n => format!(", {n} not run"),
-    };
-    log::info!("{passed} passed, {failed} failed{not_run}");
-}
-
-/// The JUnit suite of one script: the one its child wrote, else one saying why there is none.
-fn suite_of(
-    dir: &JunitDir,
-    script: &Script,
-    outcome: &Outcome,
-    kept: Option<&Arc<Mutex<String>>>,
-    interrupted: Option<i32>,
-) -> quick_junit::TestSuite {
-    let output = kept
-        .map(|k| k.lock().unwrap_or_else(|e| e.into_inner()).clone())
-        .unwrap_or_default();
-    let (time, failure) = match outcome {
-        Outcome::NotRun => {
-            let why = match interrupted {
-                Some(sig) => format!("not run: interrupted by {}", signal_name(sig)),
-                None => "not run".into(),
-            };
-            return junit::skipped_suite(&script.stem, &why);
-        }
-        Outcome::Unstarted(e) => (Duration::ZERO, format!("not started: {e}")),
-        Outcome::Exited { status, time } => {
-            let failure = format!(
-                "vm-test-driver {} ({})",
-                exit_status(*status),
-                status_meaning(*status)
-            );
-            match junit::read_suite(&dir.file(script)) {
-                Ok(mut suite) => {
-                    // A child that failed must not look green, whatever its file says.
-                    if !status.success() && suite.failures == 0 && suite.errors == 0 {
-                        suite.add_test_case(junit::failed_case(
-                            &script.stem,
-                            *time,
-                            &failure,
-                            &output,
-                        ));
-                    }
-                    return suite;
-                }
-                // No file: the script did not get to run (a syntax error, a bad option) or the
-                // child died; its log says why.
-                Err(e) => {
-                    log::debug!("{}: {e:#}", script.stem);
-                    (*time, failure)
-                }
-            }
-        }
-    };
-    junit::failed_suite(&script.stem, time, &failure, &output)
-}
-
-/// What the binary's exit statuses mean.
-fn status_meaning(status: ExitStatus) -> &'static str {
-    match status.code() {
-        Some(0) => "passed",
-        Some(1) => "the test failed",
-        Some(2) => "usage or setup error",
-        Some(101) => "the driver panicked",
-        Some(c) if c > 128 => "stopped by a signal",
-        _ if status.signal().is_some() => "killed",
-        _ => "unexpected exit status",
-    }
-}
-
-/// A private directory for the children's JUnit files next to the merged one (`.<name>.parts-<pid>`,
-/// so a run killed before it could remove it leaves it where the report goes), removed when dropped.
-struct JunitDir(PathBuf);
-
-impl JunitDir {
-    fn create(merged: &Path) -> anyhow::Result<JunitDir> {
-        let parent = merged
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = merged.file_name().unwrap_or_default().to_string_lossy();
-        let dir = parent.join(format!(".{name}.parts-{}", std::process::id()));
-        // Left over by an earlier run with our pid that was killed.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(JunitDir(dir))
-    }
-
-    fn file(&self, script: &Script) -> PathBuf {
-        self.0.join(format!("{}.xml", script.stem))
-    }
-}
-
-impl Drop for JunitDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
