@@ -3,12 +3,14 @@
 //! script, nothing fetched), so a CI artifact is readable on its own.
 //!
 //! `data` holds what both files show, `html` the page, built with maud so that every string from
-//! the run (commands, their output, console lines, names) is escaped by the template engine.
+//! the run (commands, their output, console lines, names) is escaped by the template engine;
+//! `waits` folds the commands a wait polled with into one entry of the page's command lists.
 
 mod data;
 #[cfg(test)]
 mod fixture;
 mod html;
+mod waits;
 
 pub use data::{Report, TestResult, SCHEMA_VERSION};
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! unescaped text is [`STYLE`], a constant of ours.
 
 use super::data::Report;
+use super::waits::{self, Command, Entry};
 use base64::Engine;
 use driver::{MachineEvent, MachineRecord, StepRecord};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -29,6 +30,9 @@ table.steps td.num { text-align: right; white-space: nowrap; color: #555; }
 .timeline .boot { fill: #90caf9; } .timeline .cmd { fill: #455a64; } .timeline .cmdfail { fill: #c62828; }
 .timeline .exit { fill: #000; }
 details.command summary { cursor: pointer; } details.command { margin: .2em 0; }
+details.wait .tries { font-weight: bold; } details.wait a.wait { color: inherit; }
+details.wait p.attempts { margin: .2em 0 .2em 1.2em; color: #555; }
+details.tries { margin-left: 1.2em; } details.tries summary { cursor: pointer; color: #555; }
 pre.console { max-height: 40em; overflow-y: auto; font-size: 12px; }
 pre.console .line { display: block; } pre.console .line:target { background: #fff59d; }
 figure img { max-width: 100%; border: 1px solid #ccc; }
@@ -78,7 +82,7 @@ pub fn page(r: &Report) -> String {
                 (steps(r))
                 section id="machines" {
                     h2 { "Machines" }
-                    @for m in &r.record.machines { (machine(m, r.duration)) }
+                    @for m in &r.record.machines { (machine(m, &r.record.steps, r.duration)) }
                 }
             }
         }
@@ -257,7 +261,7 @@ impl Timeline {
     }
 }
 
-fn machine(m: &MachineRecord, run: f64) -> Markup {
+fn machine(m: &MachineRecord, steps: &[StepRecord], run: f64) -> Markup {
     let id = id_part(&m.name);
     let tl = Timeline::of(m, run);
     html! {
@@ -283,18 +287,10 @@ fn machine(m: &MachineRecord, run: f64) -> Markup {
                 }
             }
             h4 { "Commands" }
-            @for (k, e) in m.events.iter().enumerate() {
-                @if let MachineEvent::Command { start, end, command, status, output } = e {
-                    details class="command" id=(format!("command-{id}-{k}"))
-                        open[output.lines().count() <= UNFOLDED_LINES] {
-                        summary {
-                            span class="t" { (format!("{start:.2} s")) } " "
-                            code { (command) } " "
-                            (exit_status(*status)) " "
-                            span class="dur" { (format!("{:.3} s", end - start)) }
-                        }
-                        pre { @if output.is_empty() { "(no output)" } @else { (output) } }
-                    }
+            @for entry in waits::entries(steps, m) {
+                @match entry {
+                    Entry::Command(c) => (command(&id, &c, short(c.output))),
+                    Entry::Wait { step, wait, tries } => (folded_wait(&id, step, wait, &tries)),
                 }
             }
             @for e in &m.events {
@@ -320,6 +316,79 @@ fn machine(m: &MachineRecord, run: f64) -> Markup {
             }
         }
     }
+}
+
+/// A command: when, what, how it ended and how long it took, its output below.
+fn command(id: &str, c: &Command, open: bool) -> Markup {
+    html! {
+        details class="command" id=(format!("command-{id}-{}", c.index)) open[open] {
+            summary {
+                span class="t" { (format!("{:.2} s", c.start)) } " "
+                code { (c.command) } " "
+                (exit_status(c.status)) " "
+                span class="dur" { (format!("{:.3} s", c.end - c.start)) }
+            }
+            pre { (output(c.output)) }
+        }
+    }
+}
+
+/// The commands a wait ran, as one entry: how many tries, the first and the last, the last one's
+/// output; each try in a folded list.
+fn folded_wait(id: &str, step: usize, wait: &StepRecord, tries: &[Command]) -> Markup {
+    let (Some(first), Some(last)) = (tries.first(), tries.last()) else {
+        return html! {};
+    };
+    let n = match tries.len() {
+        1 => "1 try".to_string(),
+        n => format!("{n} tries"),
+    };
+    html! {
+        details class="command wait" id=(format!("wait-{id}-{step}"))
+            open[short(last.output)] {
+            summary {
+                span class="t" { (format!("{:.2} s", wait.start)) } " "
+                a class="wait" href=(format!("#step-{step}")) { (wait.label) } " "
+                span class="tries" { (n) } " "
+                (exit_status(last.status)) " "
+                span class="dur" {
+                    @match wait.end {
+                        Some(end) => (format!("{:.3} s", end - wait.start)),
+                        None => "unfinished",
+                    }
+                }
+            }
+            p class="attempts" {
+                @if tries.len() == 1 {
+                    "one try at " (format!("{:.2} s", first.start)) ": " (exit_status(first.status))
+                    " · its output:"
+                } @else {
+                    "first try at " (format!("{:.2} s", first.start)) ": "
+                    (exit_status(first.status))
+                    " · last try at " (format!("{:.2} s", last.start)) ": "
+                    (exit_status(last.status))
+                    " · the last try's output:"
+                }
+            }
+            pre { (output(last.output)) }
+            details class="tries" {
+                summary {
+                    @if tries.len() == 1 { "the try" } @else { "the " (n) " one by one" }
+                }
+                @for c in tries { (command(id, c, false)) }
+            }
+        }
+    }
+}
+
+/// Whether `output` is short enough to be shown unfolded.
+fn short(output: &str) -> bool {
+    output.lines().count() <= UNFOLDED_LINES
+}
+
+/// A command's output, or a word that there was none.
+fn output(text: &str) -> Markup {
+    html! { @if text.is_empty() { "(no output)" } @else { (text) } }
 }
 
 /// A command's exit status, coloured.
@@ -395,6 +464,72 @@ mod tests {
         assert_eq!(id_part("web server-1"), "web_server_1");
     }
 
+    /// The page of a run whose machine `tiny` waited for a file (12 tries), then ran `echo hi`.
+    fn waited_for_a_file() -> String {
+        let mut record = RunRecord::default();
+        record
+            .steps
+            .push(step("subtest: ready", None, 0, 0.5, Some(3.0)));
+        record.steps.push(step(
+            "tiny: waiting for file /tmp/ready",
+            Some("tiny"),
+            1,
+            1.0,
+            Some(2.2),
+        ));
+        let mut events: Vec<_> = (0..12)
+            .map(|i| {
+                let status = if i == 11 { 0 } else { 1 };
+                command(1.0 + 0.1 * i as f64, "test -e /tmp/ready", Some(status), "")
+            })
+            .collect();
+        events.push(command(2.5, "echo hi", Some(0), "hi\n"));
+        record.machines.push(machine("tiny", events, &[]));
+        page(&report("t.rhai", "ready", record))
+    }
+
+    #[test]
+    fn a_waits_tries_are_one_entry_with_each_try_folded_below() {
+        let page = waited_for_a_file();
+        // One entry for the wait, linked to its step, with how many tries and how the last ended.
+        assert_eq!(
+            page.matches("<details class=\"command wait\"").count(),
+            1,
+            "{page}"
+        );
+        let wait = &page[page.find("<details class=\"command wait\"").unwrap()..];
+        assert!(wait.starts_with(
+            "<details class=\"command wait\" id=\"wait-tiny-1\" open><summary>\
+             <span class=\"t\">1.00 s</span> \
+             <a class=\"wait\" href=\"#step-1\">tiny: waiting for file /tmp/ready</a> \
+             <span class=\"tries\">12 tries</span> <span class=\"pass\">exit 0</span> \
+             <span class=\"dur\">1.200 s</span></summary>"
+        ));
+        // The first and the last try, and the last one's output.
+        assert!(wait.contains(
+            "<p class=\"attempts\">first try at 1.00 s: <span class=\"fail\">exit 1</span> · \
+             last try at 2.10 s: <span class=\"pass\">exit 0</span> · the last try's output:</p>\
+             <pre>(no output)</pre>"
+        ));
+        // Each try below, folded (no `open`), as commands are shown.
+        let tries = &wait[wait.find("<details class=\"tries\">").unwrap()..];
+        assert!(tries.starts_with("<details class=\"tries\"><summary>the 12 tries one by one"));
+        let each = tries.matches("<code>test -e /tmp/ready</code>").count();
+        assert_eq!(each, 12);
+        assert!(tries.contains("<details class=\"command\" id=\"command-tiny-0\"><summary>"));
+        assert!(tries.contains("<details class=\"command\" id=\"command-tiny-11\"><summary>"));
+        // Outside the wait, a command is shown as before.
+        assert_eq!(page.matches("<code>").count(), 13);
+        assert!(page.contains(
+            "<details class=\"command\" id=\"command-tiny-12\" open><summary>\
+             <span class=\"t\">2.50 s</span> <code>echo hi</code> \
+             <span class=\"pass\">exit 0</span> <span class=\"dur\">0.010 s</span></summary>\
+             <pre>hi\n</pre></details>"
+        ));
+        // The timeline and the time summary still count every command.
+        assert!(page.contains("13 commands taking 0.13 s"), "{page}");
+    }
+
     #[test]
     fn strings_from_the_run_come_out_escaped() {
         let name = HOSTILE;
@@ -406,6 +541,13 @@ mod tests {
             1.0,
             Some(2.0),
         ));
+        record.steps.push(step(
+            &format!("{name}: waiting for file {HOSTILE}"),
+            Some(name),
+            0,
+            2.5,
+            Some(2.8),
+        ));
         record.machines.push(machine(
             name,
             vec![
@@ -415,6 +557,7 @@ mod tests {
                     Some(0),
                     &format!("{HOSTILE}\n"),
                 ),
+                command(2.6, &format!("test -e {HOSTILE}"), Some(0), HOSTILE),
                 driver::MachineEvent::Exited {
                     t: 3.0,
                     status: HOSTILE.into(),
@@ -435,6 +578,9 @@ mod tests {
             format!("<pre>{ESCAPED}\n</pre>"),
             format!("{ESCAPED}: must succeed: echo {ESCAPED}</td>"),
             format!("<h3>{ESCAPED}</h3>"),
+            // A wait's label and its last try's output, in the folded entry.
+            format!("href=\"#step-1\">{ESCAPED}: waiting for file {ESCAPED}</a>"),
+            format!("<pre>{ESCAPED}</pre>"),
             format!("<span class=\"t\">   1.500</span> {ESCAPED}</span>"),
             // The script, the test and its failure, the error, the exit status.
             format!("<h1 id=\"status\">{ESCAPED}: FAILED</h1>"),
@@ -443,6 +589,10 @@ mod tests {
         ] {
             assert!(page.contains(&escaped), "no {escaped:?} in {page}");
         }
+        // The wait ran one command: said so, rather than "first" and "last".
+        assert!(
+            page.contains("one try at 2.60 s: <span class=\"pass\">exit 0</span> · its output:")
+        );
         // Element ids and links use the name reduced to characters an id can hold.
         let id = id_part(name);
         assert!(page.contains(&format!("id=\"machine-{id}\"")));
