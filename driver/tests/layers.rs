@@ -272,6 +272,19 @@ fn driver_files_import_only_downwards_and_in_no_circle() {
 }
 
 #[test]
+fn driver_cli_modules_import_in_no_circle_and_not_from_main() {
+    let arrows = arrows(&crate_src("driver-cli"), "main");
+    if let Some(c) = circle(&arrows) {
+        panic!("import circle in driver-cli/src: {}", c.join(" -> "));
+    }
+    let from_main: Vec<_> = arrows.iter().filter(|(_, to)| to == "main").collect();
+    assert!(
+        from_main.is_empty(),
+        "modules importing from main.rs: {from_main:?}"
+    );
+}
+
+#[test]
 fn no_driver_file_is_over_the_limit() {
     let long: Vec<String> = modules(&crate_src("driver"))
         .iter()
