@@ -115,10 +115,10 @@ impl Machine {
                     );
                     core.io.vms[i].shell_events.clear();
                     drop(core);
-                    match self.hooks().connected {
-                        Some(connected) => connected(self),
-                        None => Ok(()),
-                    }
+                    self.hooks()
+                        .connected
+                        .iter()
+                        .try_for_each(|hook| hook(self))
                 }
                 Some(Boot::Exited) => {
                     Err(self.gone(&mut core, "QEMU exited before the backdoor shell connected"))

@@ -20,7 +20,12 @@ struct FailureScreenshots(usize);
 pub(crate) fn gather(m: &Machine, unit: Option<&str>, error: &Error) -> FailureContext {
     // A failed unit's error shows its status already.
     let status = !matches!(error, Error::UnitFailed { .. });
-    m.gather(unit, status)
+    let mut context = m.gather(unit, status);
+    // A wait on the network that timed out may never have had a network to wait on.
+    if matches!(error, Error::Timeout { .. }) {
+        context.notes.extend(crate::nics::no_vlan_note(m));
+    }
+    context
 }
 
 impl Machine {

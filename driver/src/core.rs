@@ -28,8 +28,10 @@ pub(crate) struct Vm {
     pub(crate) cache_save: Option<PathBuf>,
     /// 1-based position among the driver's machines; the last byte of its VLAN MACs and addresses.
     pub(crate) number: usize,
-    /// VLANs this machine is attached to.
+    /// VLANs this machine is attached to (has a link to).
     pub(crate) vlans: Vec<u32>,
+    /// Its start script attaches NICs to the switches itself (see `vlan::attaches_own_nics`).
+    pub(crate) own_nics: bool,
 }
 
 /// The loop's observer for a run: console lines and exits go to the log and the record.
@@ -122,6 +124,7 @@ impl Core {
             cache_save: None,
             number,
             vlans: Vec::new(),
+            own_nics: false,
         });
         self.io.add(name)
     }
@@ -145,6 +148,19 @@ impl Core {
         };
         let dir = self.root.machine_dir(&name).map_err(proc_err)?;
         let shared = self.root.shared_dir().map_err(proc_err)?;
+        // A start script with NICs of its own is linked to every switch of the run, through a link
+        // of its own (so link faults work for it too), and gets no NIC from the driver.
+        let own_nics = vlan::attaches_own_nics(&self.vms[i].start);
+        self.vms[i].own_nics = own_nics;
+        if own_nics {
+            let numbers: Vec<u32> = self.switches.iter().map(|s| s.number).collect();
+            for n in numbers {
+                self.ensure_link(n, i)?;
+                if !self.vms[i].vlans.contains(&n) {
+                    self.vms[i].vlans.push(n);
+                }
+            }
+        }
         let mut cache_plan = None;
         let mut extra_qemu_opts = Vec::new();
         if let Some(cache) = &self.snapshot_cache {
@@ -165,7 +181,7 @@ impl Core {
         let paths = MachinePaths::new(dir, shared);
         // A deep $TMPDIR makes socket paths too long for bind(); say so rather than "name too long".
         paths.check_socket_paths().map_err(proc_err)?;
-        for &n in &self.vms[i].vlans {
+        for &n in self.vms[i].vlans.iter().filter(|_| !own_nics) {
             let link = self
                 .link(n, i)
                 .expect("attach_vlans starts the links it names");

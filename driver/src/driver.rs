@@ -79,7 +79,7 @@ impl Driver {
         let mut core = Core::new(root, accel)?;
         *core.ext.get::<Hooks>() = Hooks {
             before_command: Some(crate::polling::before_command),
-            connected: Some(crate::cache_save::on_connected),
+            connected: &[crate::cache_save::on_connected, crate::nics::on_connected],
             explain: Some(crate::context::gather),
         };
         core.timeout_factor = factor;

@@ -261,6 +261,8 @@ pub struct FailureContext {
     pub screenshot: Option<PathBuf>,
     /// What could not be gathered, and why.
     pub missing: Vec<String>,
+    /// What else the driver knows that may explain the failure (a machine on no VLAN).
+    pub notes: Vec<String>,
 }
 
 /// A unit's state at the moment a wait on it failed.
@@ -277,6 +279,9 @@ pub struct UnitContext {
 impl fmt::Display for FailureContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "--- context of machine {} ---", self.machine)?;
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
         if let Some(u) = &self.unit {
             if !u.status.is_empty() {
                 writeln!(f, "systemctl status {}:", u.unit)?;

@@ -26,7 +26,7 @@
 //!  power.rs             reboot, shutdown, wait_for_shutdown, crash
 //!  features             waits/{mod,port,console_text}.rs, systemd.rs, files.rs, qmp.rs, screen.rs,
 //!                       keys.rs, ocr.rs, x11.rs, tty.rs, parity.rs, snapshot.rs, cache_save.rs,
-//!                       network.rs, coverage.rs, polling.rs, context.rs
+//!                       network.rs, nics.rs, coverage.rs, polling.rs, context.rs
 //!  commands.rs, monitor.rs   guest commands over the backdoor; HMP commands
 //!  boot.rs              start a machine, wait for its backdoor shell
 //!  machine.rs           the Machine and Driver handles, timeouts, steps, errors, hooks
@@ -71,6 +71,7 @@ mod coverage;
 mod files;
 mod keys;
 mod network;
+mod nics;
 mod ocr;
 mod parity;
 mod polling;

@@ -39,8 +39,9 @@ pub(crate) type ExplainHook = fn(&Machine, Option<&str>, &Error) -> FailureConte
 pub(crate) struct Hooks {
     /// Before each guest command (the polling conditions in force).
     pub(crate) before_command: Option<MachineHook>,
-    /// Once the backdoor shell connected (the snapshot cache saves, or sets the guest clock).
-    pub(crate) connected: Option<MachineHook>,
+    /// Once the backdoor shell connected, in order (the snapshot cache saves or sets the guest
+    /// clock; the machine's NICs are checked).
+    pub(crate) connected: &'static [MachineHook],
     /// Gathers what is known about the machine when a call on it failed.
     pub(crate) explain: Option<ExplainHook>,
 }

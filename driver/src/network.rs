@@ -1,5 +1,5 @@
-//! Networks: a machine's VLAN NICs and their links (block/unblock), ports forwarded from the host,
-//! and faults between machines (delay, jitter and loss on a machine's link, partitions).
+//! Networks seen from the host: ports forwarded into a guest, and faults between machines (delay,
+//! jitter and loss on a machine's link to a VLAN, partitions).
 
 use crate::{Driver, Error, Machine};
 use std::time::Duration;
@@ -155,94 +155,6 @@ impl Driver {
 }
 
 impl Machine {
-    /// Attaches the machine to VLANs before it starts: a NIC with MAC `52:54:00:12:<vlan>:<n>` per VLAN,
-    /// where n is the machine's 1-based position in the driver (the bundled guests give it address
-    /// `192.168.<vlan>.<n>`). Starts the switches it names.
-    ///
-    /// ```no_run
-    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
-    /// vm.attach_vlans(&[1, 2])?;
-    /// vm.start()?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn attach_vlans(&self, vlans: &[u32]) -> Result<(), Error> {
-        let mut core = self.core.borrow_mut();
-        if core.io.vms[self.i].is_running() {
-            return Err(Error::Vlan {
-                number: vlans.first().copied().unwrap_or(0),
-                what: format!(
-                    "machine {} runs already; attach VLANs before it starts",
-                    self.name
-                ),
-                source: None,
-            });
-        }
-        for &n in vlans {
-            core.ensure_link(n, self.i)?;
-            if !core.vms[self.i].vlans.contains(&n) {
-                core.vms[self.i].vlans.push(n);
-            }
-        }
-        Ok(())
-    }
-
-    /// The address the bundled guests give this machine on `vlan`.
-    ///
-    /// ```no_run
-    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
-    /// let addr = vm.vlan_address(1); // "192.168.1.<n>"
-    /// vm.succeed(&format!("ping -c 1 {addr}"))?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn vlan_address(&self, vlan: u32) -> String {
-        let number = self.core.borrow().vms[self.i].number;
-        format!("192.168.{vlan}.{number}")
-    }
-
-    /// Takes the machine's VLAN links down (the guest sees its cables pulled), as NixOS's `block`.
-    ///
-    /// ```no_run
-    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
-    /// vm.block()?;
-    /// vm.fail("ping -c 1 -W 1 192.168.1.2")?;
-    /// vm.unblock()?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn block(&self) -> Result<(), Error> {
-        self.set_links(false)
-    }
-
-    /// Brings the machine's VLAN links back up.
-    ///
-    /// ```no_run
-    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
-    /// vm.block()?;
-    /// vm.unblock()?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn unblock(&self) -> Result<(), Error> {
-        self.set_links(true)
-    }
-
-    fn set_links(&self, up: bool) -> Result<(), Error> {
-        let vlans = self.core.borrow().vms[self.i].vlans.clone();
-        if vlans.is_empty() {
-            return Err(Error::Monitor {
-                machine: self.name.clone(),
-                reason: "no VLAN link to switch: the machine is attached to no VLAN".into(),
-            });
-        }
-        for n in vlans {
-            let state = if up { "on" } else { "off" };
-            self.monitor_expect_silence(&format!("set_link {} {state}", crate::vlan::nic_id(n)))?;
-        }
-        Ok(())
-    }
-
     /// Forwards TCP `host_port` on the host's loopback address to `guest_port` in the guest
     /// (user-mode networking); other hosts cannot reach it.
     ///

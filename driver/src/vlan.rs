@@ -346,6 +346,21 @@ pub(crate) fn qemu_opts(vlan: u32, machine: usize, socket_dir: &Path) -> Vec<Str
     ]
 }
 
+/// Whether a start script attaches NICs to the switches itself: it names `QEMU_VDE_SOCKET_`, as
+/// every NixOS-built `run-<name>-vm` does (`-netdev vde,id=vlan<n>,sock=$QEMU_VDE_SOCKET_<n>`). The
+/// driver then adds no NIC of its own to such a machine (QEMU would refuse a second `vlan<n>`).
+/// Scripts larger than 1 MiB are read no further than that.
+pub(crate) fn attaches_own_nics(start: &qemu_proc::StartCommand) -> bool {
+    use std::io::Read;
+    let qemu_proc::StartCommand::Script(path) = start else {
+        return false;
+    };
+    let mut text = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 20).read_to_end(&mut text));
+    const NAME: &[u8] = b"QEMU_VDE_SOCKET_";
+    read.is_ok() && text.windows(NAME.len()).any(|w| w == NAME)
+}
+
 /// The QEMU id of a machine's NIC on `vlan`.
 pub(crate) fn nic_id(vlan: u32) -> String {
     format!("nic-vlan{vlan}")
@@ -398,6 +413,31 @@ mod tests {
         connected
             .expect("start()")
             .expect("a connection right after start() returned");
+    }
+
+    #[test]
+    fn scripts_that_name_the_switch_sockets_attach_their_own_nics() {
+        let dir = std::env::temp_dir().join(format!("vmtd-own-nics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            qemu_proc::StartCommand::Script(path)
+        };
+        let nixos = script(
+            "run-a-vm",
+            "exec qemu -device virtio-net-pci,netdev=vlan1,mac=52:54:00:12:01:01 \\\n\
+             -netdev vde,id=vlan1,sock=\"$QEMU_VDE_SOCKET_1\" $QEMU_OPTS\n",
+        );
+        assert!(attaches_own_nics(&nixos));
+        assert!(!attaches_own_nics(&script(
+            "run-b-vm",
+            "exec qemu $QEMU_OPTS\n"
+        )));
+        assert!(!attaches_own_nics(&qemu_proc::StartCommand::Script(
+            dir.join("missing")
+        )));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "files",
         "keys",
         "network",
+        "nics",
         "ocr",
         "parity",
         "polling",
