@@ -30,21 +30,33 @@ pub struct RawGuest {
 impl RawGuest {
     /// Starts `script` (a bundled guest's start script) as instance `n` and waits for its banner.
     pub fn start(script: &Path, n: usize) -> RawGuest {
+        Self::start_on(script, n, false)
+    }
+
+    /// [`start`](Self::start), with the backdoor on `/dev/hvc0` when `hvc0` (as NixOS's backdoor
+    /// service runs it: the shell reads the console device as its script) instead of the port.
+    pub fn start_on(script: &Path, n: usize, hvc0: bool) -> RawGuest {
         let dir = std::env::temp_dir().join(format!("vmtd-raw-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("shell");
         // The guest's backdoor takes the org.vmtd.backdoor port when there is one, as with the driver.
+        let socket = format!("socket,path={},server=on,wait=off", path.display());
+        let (console, port) = match hvc0 {
+            true => (socket, "null".to_string()),
+            false => ("null".to_string(), socket),
+        };
         let opts = format!(
             "-machine accel={} -display none -serial null -monitor none \
-             -chardev null,id=con -device virtio-serial -device virtconsole,chardev=con \
-             -chardev socket,id=raw,path={},server=on,wait=off \
-             -device virtserialport,chardev=raw,name=org.vmtd.backdoor",
+             -chardev {console},id=con -device virtio-serial -device virtconsole,chardev=con \
+             -chardev {port},id=raw -device virtserialport,chardev=raw,name=org.vmtd.backdoor",
             accel(),
-            path.display()
         );
         let t0 = Instant::now();
         let mut cmd = Command::new(script);
+        if hvc0 {
+            cmd.env("QEMU_KERNEL_PARAMS", "vmtd.backdoor=hvc0");
+        }
         cmd.env("QEMU_OPTS", opts)
             .env("TMPDIR", &dir)
             .env("USE_TMPDIR", "1")
@@ -130,6 +142,16 @@ pub fn machine_with_reference_shell(
     driver: &driver::Driver,
     script: &Path,
 ) -> (driver::Machine, RawShell) {
+    machine_with_reference(driver, script, "sh -s")
+}
+
+/// [`machine_with_reference_shell`] with `reference` as the reference shell (`bash --norc -s`: bash reading
+/// its commands from the port as it reads them from `/dev/hvc0` as NixOS's backdoor).
+pub fn machine_with_reference(
+    driver: &driver::Driver,
+    script: &Path,
+    reference: &str,
+) -> (driver::Machine, RawShell) {
     let path = std::env::temp_dir().join(format!("vmtd-ref-{}", std::process::id()));
     std::env::set_var(
         "QEMU_OPTS",
@@ -150,12 +172,12 @@ pub fn machine_with_reference_shell(
     let _ = std::fs::remove_file(&path);
     // As the backdoor does it: the port opens once, so one read-write descriptor is the shell's
     // stdin and stdout.
-    vm.succeed(
+    vm.succeed(format!(
         "for n in /sys/class/virtio-ports/*/name; do \
-         [ \"$(cat \"$n\")\" = org.vmtd.ref ] && p=${n%/name}; done\n\
-         setsid sh -c 'exec 0<>\"$1\" 1>&0 2>/dev/null; echo ref-ready; exec sh -s' \
-         sh \"/dev/${p##*/}\" >/dev/null 2>&1 &",
-    )
+         [ \"$(cat \"$n\")\" = org.vmtd.ref ] && p=${{n%/name}}; done\n\
+         setsid sh -c 'exec 0<>\"$1\" 1>&0 2>/dev/null; echo ref-ready; exec {reference}' \
+         sh \"/dev/${{p##*/}}\" >/dev/null 2>&1 &",
+    ))
     .unwrap();
     shell.read_until(b"ref-ready\n", |_| {});
     (vm, shell)
