@@ -92,11 +92,12 @@ impl Machine {
             }
             return Err(e);
         }
-        // The guest resumes where it was saved: between two commands, with nothing in flight.
+        // The guest resumes where it was saved: between two commands, with nothing in flight, and
+        // its shell as it was then (without what later commands defined in it).
         let mut core = self.core.borrow_mut();
         let vm = &mut core.io.vms[self.i];
         vm.shell_held = false;
-        vm.shell().abandon();
+        vm.shell().resume();
         Ok(())
     }
 

@@ -2,14 +2,19 @@
 //!
 //! The guest runs a POSIX shell (busybox `ash`, `dash` or `bash`) whose stdin and stdout are the
 //! backdoor channel (`/dev/hvc0`), after printing [`BANNER`]. [`Session`] frames each command so that
-//! the shell does all the work with builtins and one subshell:
+//! the shell does all the work with builtins and one subshell. The first command of a session defines
+//! a shell function that does the framing, so each command costs few bytes more than its text (bash
+//! reading its script from a device, as NixOS's backdoor runs it, reads one byte per read(2)):
 //!
 //! ```text
-//! printf '\036B<nonce>\036'; ( trap 'printf "\036E<nonce> %d\036" "$?"' EXIT; . /proc/self/fd/3 ) </dev/null 3<<'vmtd_<nonce>' &
+//! _vmtd() { printf '\036B%s\036' "$1"; ( trap "printf '\036E%s %d\036' $1 \"\$?\"" EXIT; set --; . /proc/self/fd/3 ) </dev/null & vmtd_job=$!; }
+//! _vmtd <nonce> 3<<'vmtd_<nonce>'
 //! <command text, verbatim>
 //! vmtd_<nonce>
-//! vmtd_job=$!
 //! ```
+//!
+//! The nonce is hex digits, so the trap can carry it expanded; `set --` gives the command the
+//! positional parameters of the shell's top level (none), not the function's.
 //!
 //! - the command text is never re-quoted: a quoted here-document passes it byte for byte, and `.` parses it
 //!   as a script of its own, so comments, heredocs, unbalanced quotes in strings and `exit N` all work;
@@ -61,6 +66,10 @@ const INTERRUPT: &[u8] = br#"vmtd_stop() {
 }
 [ -n "$vmtd_job" ] && vmtd_stop "$vmtd_job"
 true"#;
+
+/// Defines the shell function every command is framed with (see the crate doc); sent once per
+/// shell session, before its first command.
+const FRAMER: &[u8] = b"_vmtd() { printf '\\036B%s\\036' \"$1\"; ( trap \"printf '\\036E%s %d\\036' $1 \\\"\\$?\\\"\" EXIT; set --; . /proc/self/fd/3 ) </dev/null & vmtd_job=$!; }\n";
 
 /// Longest exit status we accept: a shell reports 0..=255, three digits.
 const MAX_STATUS_DIGITS: usize = 3;
@@ -152,6 +161,8 @@ pub struct Session {
     after_banner: bool,
     events: VecDeque<Event>,
     nonces: Box<dyn FnMut() -> u128 + Send>,
+    /// Whether [`FRAMER`] was sent to this shell.
+    framer_sent: bool,
 }
 
 impl fmt::Debug for Session {
@@ -175,6 +186,7 @@ impl Session {
             after_banner: false,
             events: VecDeque::new(),
             nonces: Box::new(nonces),
+            framer_sent: false,
         }
     }
 
@@ -210,21 +222,23 @@ impl Session {
                 break hex;
             }
         };
-        let mut out = Vec::with_capacity(cmd.len() + 200);
-        out.extend_from_slice(b"printf '\\036B");
+        let mut out = Vec::with_capacity(cmd.len() + FRAMER.len() + 100);
+        if !self.framer_sent {
+            out.extend_from_slice(FRAMER);
+            self.framer_sent = true;
+        }
+        out.extend_from_slice(b"_vmtd ");
         out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b"\\036'; ( trap 'printf \"\\036E");
+        out.extend_from_slice(b" 3<<'vmtd_");
         out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b" %d\\036\" \"$?\"' EXIT; . /proc/self/fd/3 ) </dev/null 3<<'vmtd_");
-        out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b"' &\n");
+        out.extend_from_slice(b"'\n");
         out.extend_from_slice(cmd);
         if !cmd.ends_with(b"\n") {
             out.push(b'\n');
         }
         out.extend_from_slice(b"vmtd_");
         out.extend_from_slice(nonce.as_bytes());
-        out.extend_from_slice(b"\nvmtd_job=$!\n");
+        out.push(b'\n');
 
         self.start_marker = [b"\x1eB", nonce.as_bytes(), b"\x1e"].concat();
         self.end_marker = [b"\x1eE", nonce.as_bytes(), b" "].concat();
@@ -267,6 +281,8 @@ impl Session {
         // Events of the old shell (its Closed, say) must not reach whoever waits on the new one.
         self.events.clear();
         self.after_banner = false;
+        // A new shell (or one restored from a snapshot) gets the framing function again.
+        self.framer_sent = false;
     }
 
     /// Takes bytes read from the channel. Never fails: problems come out as events.
@@ -481,14 +497,22 @@ mod tests {
     fn golden_command_bytes() {
         let mut s = connected(0x2a);
         let bytes = s.command(b"echo hi # c").unwrap();
-        let want = format!(
-            "printf '\\036B{N}\\036'; ( trap 'printf \"\\036E{N} %d\\036\" \"$?\"' EXIT; \
-             . /proc/self/fd/3 ) </dev/null 3<<'vmtd_{N}' &\n\
-             echo hi # c\n\
-             vmtd_{N}\n\
-             vmtd_job=$!\n"
-        );
-        assert_eq!(String::from_utf8(bytes).unwrap(), want);
+        let framer = "_vmtd() { printf '\\036B%s\\036' \"$1\"; \
+             ( trap \"printf '\\036E%s %d\\036' $1 \\\"\\$?\\\"\" EXIT; set --; \
+             . /proc/self/fd/3 ) </dev/null & vmtd_job=$!; }\n";
+        let call = format!("_vmtd {N} 3<<'vmtd_{N}'\necho hi # c\nvmtd_{N}\n");
+        assert_eq!(String::from_utf8(bytes).unwrap(), format!("{framer}{call}"));
+        // Later commands of the same shell are the call alone.
+        s.feed(format!("\x1eB{N}\x1ehi\n\x1eE{N} 0\x1e").as_bytes());
+        let _ = drain(&mut s);
+        let bytes = s.command(b"echo hi # c").unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), call);
+        // A new shell (a reboot) is given the function again.
+        s.reset();
+        s.feed(BANNER);
+        let _ = drain(&mut s);
+        let bytes = s.command(b"echo hi # c").unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), format!("{framer}{call}"));
     }
 
     #[test]
@@ -512,7 +536,7 @@ mod tests {
         let bytes = s.command(b"true\n").unwrap();
         assert!(String::from_utf8(bytes)
             .unwrap()
-            .contains(&format!("'vmtd_{N}' &\ntrue\nvmtd_{N}\n")));
+            .ends_with(&format!("'vmtd_{N}'\ntrue\nvmtd_{N}\n")));
     }
 
     #[test]

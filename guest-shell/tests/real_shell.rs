@@ -211,6 +211,16 @@ fn exit_status_and_isolation() {
         let r = g.run("pwd; echo \"X=$X\"");
         assert!(!r.out.starts_with(b"/\n"), "{sh}: cd leaked: {:?}", r);
         assert!(r.out.ends_with(b"X=\n"), "{sh}: variable leaked");
+        // The command sees the top level's positional parameters (none), not the framing's; a
+        // function or variable it defines stays in its subshell.
+        ok(g, "echo \"[$#][$1][$*]\"", b"[0][][]\n", sh);
+        ok(
+            g,
+            "_vmtd() { echo hijacked; }; vmtd_job=1; echo set",
+            b"set\n",
+            sh,
+        );
+        ok(g, "echo next", b"next\n", sh);
         // A syntax error fails the command, not the session.
         let r = g.run("if then fi (");
         assert_ne!(r.status, 0, "{sh}");
