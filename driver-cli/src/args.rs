@@ -1,6 +1,8 @@
 //! The command line: what each mode takes, parsed by clap into plain values. Checks that need
-//! more than one option, or the file system, are the run's (see `setup`).
+//! more than one option, or the file system, are the run's (see `setup`); the NixOS test driver's
+//! spellings and environment variables are turned into these options by `nixos_args`.
 
+use crate::nixos_args::NixosArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -24,20 +26,31 @@ pub struct Cli {
 pub struct Network {
     /// NixOS-style start scripts `run-<name>-vm`, each a machine named <name>; a directory stands for
     /// the `run-*-vm` files in it, a quoted glob pattern for the files it matches.
-    #[arg(long, num_args = 1.., value_name = "SCRIPT")]
+    /// [env: vmStartScripts, startScripts]
+    // Zero values are allowed, as NixOS's `nargs="*"` allows them.
+    #[arg(long, visible_alias = "vm-start-scripts", num_args = 0.., value_name = "SCRIPT")]
     pub start_scripts: Vec<PathBuf>,
-    /// VLAN numbers every machine is attached to.
-    #[arg(long, num_args = 1.., value_name = "N")]
+    /// Name the machines of --start-scripts, in the same order, instead of naming each after its
+    /// script. [env: vmNames]
+    #[arg(long, num_args = 0.., value_name = "NAME")]
+    pub vm_names: Vec<String>,
+    /// VLAN numbers every machine is attached to. [env: vlans]
+    #[arg(long, num_args = 0.., value_name = "N", value_parser = parse_vlan)]
     pub vlans: Vec<u32>,
     /// Keep the run's state directory (sockets, `vm-state-<name>`) afterwards.
-    #[arg(long)]
+    #[arg(long, short = 'K', visible_alias = "keep-machine-state")]
     pub keep_vm_state: bool,
     /// Keep state in DIR (created 0700, never removed) instead of a fresh directory, so a later run
     /// with the same DIR finds each machine's `vm-state-<name>` (its disk) again.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Write the log (`log.txt`) and each machine's serial console (`<name>.console.log`) here.
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        short = 'o',
+        visible_aliases = ["output_directory", "output-directory"],
+        value_name = "DIR"
+    )]
     pub output_dir: Option<PathBuf>,
     /// Keep each machine booted and ready in DIR after its first boot; later runs of the same
     /// machine (start script, its files, network) resume from there instead of booting.
@@ -63,7 +76,7 @@ pub struct Speed {
 pub struct RunArgs {
     #[command(flatten)]
     pub network: Network,
-    /// End the run after this many seconds, reporting the step in progress.
+    /// End the run after this many seconds, reporting the step in progress. [env: globalTimeout]
     #[arg(long, value_name = "SECONDS")]
     pub global_timeout: Option<f64>,
     /// Write a JUnit XML report to FILE: one test case per subtest.
@@ -77,8 +90,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub coverage_report: bool,
     /// Start a REPL with the script's bindings instead of running the script (`test_script()` runs it).
-    #[arg(long, short = 'I')]
+    #[arg(long, short = 'I', overrides_with = "no_interactive")]
     pub interactive: bool,
+    /// Run the script, not a REPL (undoes an earlier --interactive).
+    #[arg(long, overrides_with = "interactive")]
+    pub no_interactive: bool,
     /// Run up to N test scripts at once (default 1); needs a directory of test scripts.
     #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
@@ -87,8 +103,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "K/N")]
     pub partition: Option<Partition>,
     /// The Rhai test script, or a directory whose `*.rhai` files each run in a driver of their own;
-    /// put it after `--` when it follows a list option.
+    /// put it after `--` when it follows a list option. [env: testScript]
     pub test_script: Option<PathBuf>,
+    #[command(flatten)]
+    pub nixos: NixosArgs,
 }
 
 /// The modes besides running a test script.
@@ -166,6 +184,16 @@ impl Partition {
     pub fn holds(&self, index: usize) -> bool {
         index % self.n == self.k - 1
     }
+}
+
+/// A `--vlans` value: a number. What is not one is often the test script, swallowed by the list.
+pub fn parse_vlan(s: &str) -> Result<u32, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "expected a VLAN number; a test script after --vlans goes after `--`: \
+             --vlans 1 -- {s}"
+        )
+    })
 }
 
 /// `--jobs N`: at least 1.

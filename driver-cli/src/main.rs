@@ -4,12 +4,15 @@
 //! with every machine as a global; `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
 //! one machine. Given a directory instead of a script, it runs the `*.rhai` files in it, each in a
 //! child process of its own: `-j N` at once, `--partition K/N` only a deterministic share of them.
+//! It also takes the NixOS test driver's options and environment variables (`nixos_args`), so
+//! nixpkgs' test derivation can run it in place of `nixos-test-driver`.
 //! Exit status: 0 passed, 1 test failed, 2 usage or setup error.
 
 mod args;
 mod coverage;
 mod interact;
 mod junit;
+mod nixos_args;
 mod output;
 mod repl;
 mod report;
@@ -26,12 +29,6 @@ use setup::Failure;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let out = output::init();
-    // QEMUs that a start script forked without exec become our children when the script exits, so
-    // they are reaped and stopped with their process group instead of lingering under PID 1.
-    if let Err(e) = qemu_proc::become_subreaper() {
-        log::warn!("{e}");
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -43,6 +40,13 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Parsed first: the log's level may come from the command line (NixOS's --log-level).
+    let out = output::init(nixos_args::log_level(&cli.run, &nixos_args::process_env));
+    // QEMUs that a start script forked without exec become our children when the script exits, so
+    // they are reaped and stopped with their process group instead of lingering under PID 1.
+    if let Err(e) = qemu_proc::become_subreaper() {
+        log::warn!("{e}");
+    }
     let result = match cli.mode {
         Some(Mode::Exec {
             start_script,
@@ -50,7 +54,11 @@ fn main() -> ExitCode {
             keep_vm_state,
             speed,
         }) => run::exec(start_script, &commands, keep_vm_state, speed),
-        Some(Mode::RunVms { network, forward }) => run_vms::run(&network, &forward, out),
+        Some(Mode::RunVms {
+            mut network,
+            forward,
+        }) => nixos_args::resolve_network(&mut network, &nixos_args::process_env)
+            .and_then(|()| run_vms::run(&network, &forward, out)),
         Some(Mode::Coverage { output_dir }) => match coverage::report(&output_dir) {
             Ok(summary) => {
                 println!("coverage: {summary}");

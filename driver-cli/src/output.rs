@@ -39,11 +39,13 @@ struct State {
 
 static OUTPUT: OnceLock<Output> = OnceLock::new();
 
-/// Installs the log (level from `RUST_LOG`, default info) and returns it.
-pub fn init() -> &'static Output {
+/// Installs the log and returns it. Its level is `RUST_LOG`'s, else `level`, else info: nixpkgs'
+/// wrapper always passes `--log-level`, so `RUST_LOG` must win to debug a wrapped run.
+pub fn init(level: Option<log::LevelFilter>) -> &'static Output {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
+        .or(level)
         .unwrap_or(log::LevelFilter::Info);
     let tty = std::io::stderr().is_terminal();
     let out = OUTPUT.get_or_init(|| Output {

@@ -4,6 +4,7 @@
 use crate::args::{RunArgs, Speed};
 use crate::coverage;
 use crate::junit;
+use crate::nixos_args;
 use crate::output::Output;
 use crate::repl;
 use crate::report;
@@ -50,7 +51,8 @@ pub fn exec(
 }
 
 /// Runs one test script (or the REPL, or a directory of them), then writes the reports asked for.
-pub fn run_script(args: RunArgs, out: &'static Output) -> Result<(), Failure> {
+pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure> {
+    nixos_args::resolve(&mut args, &nixos_args::process_env)?;
     if let Some(dir) = args.test_script.as_deref().filter(|p| p.is_dir()) {
         return suite::run(&args, dir);
     }
@@ -67,9 +69,10 @@ pub fn run_script(args: RunArgs, out: &'static Output) -> Result<(), Failure> {
         Some(path) => Some(path),
         None if args.interactive => None,
         None => {
-            return Err(usage(
-                "no test script given: vm-test-driver --start-scripts A B -- test.rhai",
-            ))
+            return Err(usage(&format!(
+                "no test script given: vm-test-driver --start-scripts A B -- test.rhai{}",
+                swallowed_script_hint(&args.network.start_scripts)
+            )))
         }
     };
     let source = match &path {
@@ -219,6 +222,22 @@ pub fn run_script(args: RunArgs, out: &'static Output) -> Result<(), Failure> {
         (Err(e), Some(sig)) => Err(Failure::Signal(sig, anyhow::anyhow!(e))),
         (Err(e), None) => Err(Failure::Test(anyhow::anyhow!(e))),
     }
+}
+
+/// When the last start script looks like a test script, says that --start-scripts took it.
+fn swallowed_script_hint(start_scripts: &[PathBuf]) -> String {
+    let Some(last) = start_scripts.last() else {
+        return String::new();
+    };
+    let name = last.file_name().unwrap_or_default().to_string_lossy();
+    let start_script = (name.starts_with("run-") && name.ends_with("-vm")) || last.is_dir();
+    if start_script || name.contains(['*', '?', '[']) {
+        return String::new();
+    }
+    format!(
+        "; --start-scripts took {} as a start script: put the test script after `--`",
+        last.display()
+    )
 }
 
 /// The message a panic was raised with (`panic!` gives a `&str` or a `String`).

@@ -63,7 +63,16 @@ pub fn network_driver(net: &Network, out: &'static Output) -> Result<Driver, Fai
             .with_context(|| format!("cannot write to the output directory {}", dir.display()))
             .map_err(Failure::Setup)?;
     }
-    for s in expand_start_scripts(&net.start_scripts).map_err(Failure::Setup)? {
+    let scripts = expand_start_scripts(&net.start_scripts).map_err(Failure::Setup)?;
+    if !net.vm_names.is_empty() && net.vm_names.len() != scripts.len() {
+        return Err(usage(&format!(
+            "--vm-names gives {} names for {} start scripts: expected one name per start script, \
+             in the same order",
+            net.vm_names.len(),
+            scripts.len()
+        )));
+    }
+    for (i, s) in scripts.into_iter().enumerate() {
         // Caught here, a missing script is a setup error (exit 2), not a failure of the test.
         if !s.is_file() {
             return Err(usage(&format!(
@@ -71,9 +80,11 @@ pub fn network_driver(net: &Network, out: &'static Output) -> Result<Driver, Fai
                 s.display()
             )));
         }
-        let vm = driver
-            .add_machine(StartCommand::Script(s))
-            .map_err(setup_error)?;
+        let vm = match net.vm_names.get(i) {
+            Some(name) => driver.add_named_machine(name, StartCommand::Script(s)),
+            None => driver.add_machine(StartCommand::Script(s)),
+        }
+        .map_err(setup_error)?;
         vm.attach_vlans(&net.vlans).map_err(setup_error)?;
     }
     Ok(driver)

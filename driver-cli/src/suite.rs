@@ -87,6 +87,9 @@ fn child_args(args: &RunArgs, script: &Script, junit: Option<&Path>) -> Vec<OsSt
     if let Some(d) = &args.report {
         opt("--report", &own(d));
     }
+    if let Some(level) = &args.nixos.log_level {
+        opt("--log-level", level);
+    }
     let mut flag = |on: bool, name: &str| {
         if on {
             a.push(name.into());
@@ -99,6 +102,10 @@ fn child_args(args: &RunArgs, script: &Script, junit: Option<&Path>) -> Vec<OsSt
     if !net.start_scripts.is_empty() {
         a.push("--start-scripts".into());
         a.extend(net.start_scripts.iter().map(OsString::from));
+    }
+    if !net.vm_names.is_empty() {
+        a.push("--vm-names".into());
+        a.extend(net.vm_names.iter().map(OsString::from));
     }
     if !net.vlans.is_empty() {
         a.push("--vlans".into());
@@ -379,6 +386,28 @@ mod tests {
         assert_eq!(back.network.vlans, [1, 2]);
         assert_eq!(back.network.speed.timeout_factor, Some(2.5));
         assert!(back.jobs.is_none() && back.partition.is_none());
+    }
+
+    #[test]
+    fn a_child_gets_the_machine_names_and_the_log_level() {
+        let a = args(&[
+            "--log-level",
+            "warning",
+            "--vm-start-scripts",
+            "s1",
+            "s2",
+            "--vm-names",
+            "a",
+            "b",
+            "--",
+            "t",
+        ]);
+        let argv = child_args(&a, &script(), None);
+        let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            argv.join(" "),
+            "--log-level warning --start-scripts s1 s2 --vm-names a b -- t/web.rhai"
+        );
     }
 
     #[test]
