@@ -2,7 +2,6 @@
 //! more than one option, or the file system, are the run's (see `setup`); the NixOS test driver's
 //! spellings and environment variables are turned into these options by `nixos_args`.
 
-use crate::nixos_args::NixosArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -203,6 +202,34 @@ pub fn parse_jobs(s: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err("not a number: how many test scripts run at once".into()),
     }
+}
+
+/// Options only the NixOS test driver has.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "NixOS test driver compatibility")]
+pub struct NixosArgs {
+    /// NixOS's driver configuration (`driverConfiguration.json`): its `vms`, `vlans`,
+    /// `global_timeout` and `test_script` stand in for the options not given.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// As --junit, but a relative FILE is in the output directory, as in NixOS.
+    #[arg(long, value_name = "FILE", conflicts_with = "junit")]
+    pub junit_xml: Option<PathBuf>,
+    /// How much the log shows; RUST_LOG, when set, wins. [env: logLevel]
+    #[arg(long, value_name = "LEVEL", value_parser = ["debug", "info", "warning", "error"])]
+    pub log_level: Option<String>,
+    /// Refused unless empty: systemd-nspawn containers are not supported. [env: containerNames]
+    #[arg(long, num_args = 0.., value_name = "NAME")]
+    pub container_names: Vec<String>,
+    /// Refused unless empty, as --container-names. [env: containerStartScripts]
+    #[arg(long, num_args = 0.., value_name = "SCRIPT")]
+    pub container_start_scripts: Vec<PathBuf>,
+    /// Ignored, with a warning: there is no Python debugger to attach to.
+    #[arg(long, value_name = "ADDRESS")]
+    pub debug_hook_attach: Option<String>,
+    /// Ignored, with a warning: guests have no SSH backdoor over vsock here.
+    #[arg(long, value_name = "OFFSET")]
+    pub dump_vsocks: Option<i64>,
 }
 
 #[cfg(test)]

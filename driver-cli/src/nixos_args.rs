@@ -11,7 +11,6 @@
 
 use crate::args::{Network, RunArgs};
 use crate::setup::{usage, Failure};
-use clap::Args;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,34 +21,6 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The process's environment (a value that is not UTF-8 counts as unset).
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
-}
-
-/// Options only the NixOS test driver has.
-#[derive(Args, Debug)]
-#[command(next_help_heading = "NixOS test driver compatibility")]
-pub struct NixosArgs {
-    /// NixOS's driver configuration (`driverConfiguration.json`): its `vms`, `vlans`,
-    /// `global_timeout` and `test_script` stand in for the options not given.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// As --junit, but a relative FILE is in the output directory, as in NixOS.
-    #[arg(long, value_name = "FILE", conflicts_with = "junit")]
-    pub junit_xml: Option<PathBuf>,
-    /// How much the log shows; RUST_LOG, when set, wins. [env: logLevel]
-    #[arg(long, value_name = "LEVEL", value_parser = ["debug", "info", "warning", "error"])]
-    pub log_level: Option<String>,
-    /// Refused unless empty: systemd-nspawn containers are not supported. [env: containerNames]
-    #[arg(long, num_args = 0.., value_name = "NAME")]
-    pub container_names: Vec<String>,
-    /// Refused unless empty, as --container-names. [env: containerStartScripts]
-    #[arg(long, num_args = 0.., value_name = "SCRIPT")]
-    pub container_start_scripts: Vec<PathBuf>,
-    /// Ignored, with a warning: there is no Python debugger to attach to.
-    #[arg(long, value_name = "ADDRESS")]
-    pub debug_hook_attach: Option<String>,
-    /// Ignored, with a warning: guests have no SSH backdoor over vsock here.
-    #[arg(long, value_name = "OFFSET")]
-    pub dump_vsocks: Option<i64>,
 }
 
 /// What `--config` holds (nixpkgs' `driverConfiguration`); fields added later are ignored.
