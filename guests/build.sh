@@ -13,7 +13,7 @@
 #
 # Guests:
 #   tiny     Debian's cloud kernel + an initramfs of busybox-static (busybox init, virtio modules,
-#            backdoor shell on /dev/hvc0). Builds in seconds, reaches the backdoor in a few seconds under TCG.
+#            backdoor shell on /dev/hvc0, a virtio disk as /dev/vda). Builds in seconds, reaches the backdoor in a few seconds under TCG.
 #   systemd  debootstrap'ed Debian bookworm (minbase + systemd) on a read-only ext4 base image; each start
 #            script run gets its own qcow2 overlay ($NIX_DISK_IMAGE or $TMPDIR/systemd.qcow2).
 #   x11      the systemd guest with Debian's generic kernel (bochs DRM for the VGA display), Xorg on :0 (vt7)
@@ -167,11 +167,12 @@ build_tiny() {
     mknod -m 600 "$root/dev/console" c 5 1
     mknod -m 666 "$root/dev/null" c 1 3
 
-    # Modules, decompressed, in load order; built-in ones are skipped.
+    # Modules, decompressed, in load order; built-in ones are skipped. virtio_blk: a disk given to the
+    # guest (a built-in machine's hda, whose interface is virtio by default) is /dev/vda.
     : > "$root/etc/modules-load"
     local m f
     for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console \
-             failover net_failover virtio_net; do
+             failover net_failover virtio_net virtio_blk; do
         if grep -Eq "/${m//_/[_-]}\.ko\$" "$moddir/modules.builtin"; then
             log "tiny: $m is built in"
             continue
