@@ -2,6 +2,7 @@
 //! more than one option, or the file system, are the run's (see `setup`); the NixOS test driver's
 //! spellings and environment variables are turned into these options by `nixos_args`.
 
+use crate::builtin::{parse_machine_arg, MachineArg};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -36,6 +37,13 @@ pub struct Network {
     /// VLAN numbers every machine is attached to. [env: vlans]
     #[arg(long, num_args = 0.., value_name = "N", value_parser = parse_vlan)]
     pub vlans: Vec<u32>,
+    /// A machine without a start script, booted from a disk image, an ISO or a kernel (repeatable;
+    /// added after the start scripts' machines): KEY=VALUE pairs separated by commas, the keys name
+    /// (default "machine"), hda, hda_interface, cdrom, memory (MiB), kernel, initrd, append,
+    /// qemu_flags (split on whitespace); a value holding a comma in double quotes; relative paths
+    /// from the current directory.
+    #[arg(long = "machine", value_name = "KEY=VALUE,...", value_parser = parse_machine_arg)]
+    pub machines: Vec<MachineArg>,
     /// Keep the run's state directory (sockets, `vm-state-<name>`) afterwards.
     #[arg(long, short = 'K', visible_alias = "keep-machine-state")]
     pub keep_vm_state: bool,
@@ -111,10 +119,17 @@ pub struct RunArgs {
 /// The modes besides running a test script.
 #[derive(Subcommand, Debug)]
 pub enum Mode {
-    /// Start the machine of START_SCRIPT, run each COMMAND in it (each must succeed), shut it down.
+    /// Start the machine of START_SCRIPT (or --machine), run each COMMAND in it (each must
+    /// succeed), shut it down.
     Exec {
         /// A NixOS-style start script, `run-<name>-vm`.
-        start_script: PathBuf,
+        #[arg(required_unless_present = "machine")]
+        start_script: Option<PathBuf>,
+        /// Instead of START_SCRIPT, a machine without a start script: KEY=VALUE,... as for --machine
+        /// of a test run.
+        #[arg(long, value_name = "KEY=VALUE,...", conflicts_with = "start_script",
+              value_parser = parse_machine_arg)]
+        machine: Option<MachineArg>,
         /// Shell commands run as root in the guest, in order; give them after `--`.
         #[arg(last = true, required = true)]
         commands: Vec<String>,

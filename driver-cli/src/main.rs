@@ -9,6 +9,7 @@
 //! Exit status: 0 passed, 1 test failed, 2 usage or setup error.
 
 mod args;
+mod builtin;
 mod coverage;
 mod interact;
 mod junit;
@@ -50,10 +51,11 @@ fn main() -> ExitCode {
     let result = match cli.mode {
         Some(Mode::Exec {
             start_script,
+            machine,
             commands,
             keep_vm_state,
             speed,
-        }) => run::exec(start_script, &commands, keep_vm_state, speed),
+        }) => run::exec(start_script, machine, &commands, keep_vm_state, speed),
         Some(Mode::RunVms {
             mut network,
             forward,

@@ -2,6 +2,7 @@
 //! engine, then stopping the machines and writing the reports, whatever ended the run.
 
 use crate::args::{RunArgs, Speed};
+use crate::builtin::MachineArg;
 use crate::coverage;
 use crate::junit;
 use crate::nixos_args;
@@ -10,7 +11,7 @@ use crate::repl;
 use crate::report;
 use crate::script;
 use crate::script_error::located;
-use crate::setup::{network_driver, new_driver, setup_error, usage, Failure};
+use crate::setup::{builtin_machine, network_driver, new_driver, setup_error, usage, Failure};
 use crate::suite;
 use anyhow::Context;
 use driver::StartCommand;
@@ -18,9 +19,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The `exec` mode: `commands` in the machine of `start_script`, each of which must succeed.
+/// The `exec` mode: `commands` in the machine of `start_script` or `--machine`, each of which must
+/// succeed.
 pub fn exec(
-    start_script: PathBuf,
+    start_script: Option<PathBuf>,
+    machine: Option<MachineArg>,
     commands: &[String],
     keep_vm_state: bool,
     speed: Speed,
@@ -30,10 +33,16 @@ pub fn exec(
         timeout_factor: speed.timeout_factor,
         ..Default::default()
     };
+    // Checked before a driver (and its state directory) exists.
+    let machine = machine.map(|m| builtin_machine(&m)).transpose()?;
     let driver = new_driver(keep_vm_state, options)?;
-    let vm = driver
-        .add_machine(StartCommand::Script(start_script))
-        .map_err(setup_error)?;
+    let vm = match (start_script, machine) {
+        (Some(script), None) => driver.add_machine(StartCommand::Script(script)),
+        (None, Some(machine)) => machine.add_to(&driver),
+        // clap lets exactly one through.
+        _ => return Err(usage("exec takes START_SCRIPT or --machine, one of them")),
+    }
+    .map_err(setup_error)?;
     let test = || -> anyhow::Result<()> {
         vm.connect()?;
         for cmd in commands {

@@ -46,8 +46,8 @@ pub fn run(net: &Network, forwards: &[String], out: &'static Output) -> Result<(
         .map(|f| parse_forward(f))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(&e))?;
-    if net.start_scripts.is_empty() {
-        return Err(usage("run-vms needs --start-scripts"));
+    if net.start_scripts.is_empty() && net.machines.is_empty() {
+        return Err(usage("run-vms needs --start-scripts or --machine"));
     }
     let driver = network_driver(net, out)?;
     let result = serve(&driver, net, &forwards);

@@ -9,11 +9,11 @@ mod values;
 use crate::output::Output;
 use crate::script_error::{innermost, located};
 use driver::{Driver, Machine};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, Scope};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Scope};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use values::{err, machine_list, machines, number, secs, Res};
+use values::{builtin_spec, err, machine_list, machines, number, secs, Res};
 
 /// How often (in Rhai operations) a script that computes without waiting checks for interrupts.
 const INTERRUPT_CHECK_OPS: u64 = 256;
@@ -210,6 +210,17 @@ pub fn engine(driver: &Driver, cases: &Cases, out: &'static Output) -> Engine {
             d.add_named_machine(name, start).map_err(err)
         },
     );
+    // A built-in machine (the seed's createMachine({ hda, cdrom, … })), from a map of keys;
+    // relative paths resolve against the driver's current directory.
+    let d = driver.clone();
+    e.register_fn("create_machine", move |spec: Map| -> Res<Machine> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| format!("create_machine: cannot read the current directory: {e}"))?;
+        let machine = builtin_spec(spec)?
+            .finish(&cwd)
+            .map_err(|e| format!("create_machine: {e}"))?;
+        machine.add_to(&d).map_err(err)
+    });
     let d = driver.clone();
     e.register_fn(
         "set_link_quality",

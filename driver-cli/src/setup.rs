@@ -2,6 +2,7 @@
 //! exit status), and a driver made from the command line's options with its machines added.
 
 use crate::args::Network;
+use crate::builtin::{Builtin, MachineArg};
 use crate::output::Output;
 use anyhow::Context;
 use driver::{Driver, StartCommand};
@@ -87,7 +88,23 @@ pub fn network_driver(net: &Network, out: &'static Output) -> Result<Driver, Fai
         .map_err(setup_error)?;
         vm.attach_vlans(&net.vlans).map_err(setup_error)?;
     }
+    for m in &net.machines {
+        let vm = builtin_machine(m)?.add_to(&driver).map_err(setup_error)?;
+        vm.attach_vlans(&net.vlans).map_err(setup_error)?;
+    }
     Ok(driver)
+}
+
+/// A `--machine` checked against the file system (relative paths from the current directory); a
+/// missing file is a usage error naming the option and the path.
+pub fn builtin_machine(m: &MachineArg) -> Result<Builtin, Failure> {
+    let cwd = std::env::current_dir()
+        .context("cannot read the current directory")
+        .map_err(Failure::Setup)?;
+    m.spec
+        .clone()
+        .finish(&cwd)
+        .map_err(|e| usage(&format!("--machine {}: {e}", m.text)))
 }
 
 /// A usage error: `msg`, pointing at `--help`.

@@ -98,6 +98,10 @@ fn child_args(args: &RunArgs, script: &Script, junit: Option<&Path>) -> Vec<OsSt
     flag(net.keep_vm_state, "--keep-vm-state");
     flag(net.speed.require_kvm, "--require-kvm");
     flag(args.coverage_report, "--coverage-report");
+    for m in &net.machines {
+        a.push("--machine".into());
+        a.push(m.text.clone().into());
+    }
     // The list options last, each closed by the `--` before the script.
     if !net.start_scripts.is_empty() {
         a.push("--start-scripts".into());
@@ -362,6 +366,8 @@ mod tests {
             "--keep-vm-state",
             "--require-kvm",
             "--coverage-report",
+            "--machine",
+            "name=c,cdrom=\"x,y.iso\"",
             "--start-scripts",
             "run-a-vm",
             "run-b-vm",
@@ -377,13 +383,14 @@ mod tests {
             argv.join(" "),
             "--state-dir st/web --output-dir out/web --snapshot-cache cache \
              --timeout-factor 2.5 --global-timeout 600 --junit /tmp/j/web.xml --report rep/web \
-             --keep-vm-state --require-kvm --coverage-report \
+             --keep-vm-state --require-kvm --coverage-report --machine name=c,cdrom=\"x,y.iso\" \
              --start-scripts run-a-vm run-b-vm --vlans 1 2 -- t/web.rhai"
         );
         // What the child gets parses back to the same options, for one script.
         let back = args(&argv);
         assert_eq!(back.test_script.as_deref(), Some(Path::new("t/web.rhai")));
         assert_eq!(back.network.vlans, [1, 2]);
+        assert_eq!(back.network.machines, a.network.machines);
         assert_eq!(back.network.speed.timeout_factor, Some(2.5));
         assert!(back.jobs.is_none() && back.partition.is_none());
     }

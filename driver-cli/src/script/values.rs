@@ -1,6 +1,7 @@
 //! Rhai values to the driver's arguments and back: timeouts as integers or floats, one command or
 //! an array of them, QMP's JSON as maps and arrays, driver errors as script errors.
 
+use crate::builtin;
 use driver::Machine;
 use rhai::{Array, Dynamic, EvalAltResult, Map, Position};
 use std::time::Duration;
@@ -165,4 +166,32 @@ pub fn tty_number(tty: i64) -> Res<u32> {
         .ok()
         .filter(|n| (1..=63).contains(n))
         .ok_or_else(|| format!("tty {tty}: virtual terminals are numbered 1 to 63").into())
+}
+
+/// `create_machine(#{ … })`'s map as a built-in machine's description; errors start with
+/// `create_machine:` and name the key.
+pub fn builtin_spec(m: Map) -> Res<builtin::Spec> {
+    let mut spec = builtin::Spec::default();
+    for (key, v) in m {
+        let value = if v.is_string() {
+            builtin::Value::Text(v.into_string()?)
+        } else if let Ok(n) = v.as_int() {
+            builtin::Value::Int(n)
+        } else if v.is_array() {
+            let items = v.cast::<Array>();
+            let t = items
+                .iter()
+                .find(|i| !i.is_string())
+                .map(|i| i.type_name().to_string());
+            match t {
+                None => builtin::Value::List(items.into_iter().map(|i| i.to_string()).collect()),
+                Some(t) => builtin::Value::Other(format!("an array holding {t}")),
+            }
+        } else {
+            builtin::Value::Other(v.type_name().to_string())
+        };
+        spec.set(&key, value)
+            .map_err(|e| format!("create_machine: {e}"))?;
+    }
+    Ok(spec)
 }
