@@ -16,7 +16,7 @@
 use driver::{Driver, Machine, Options, StartCommand};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use tests::raw::{accel, RawGuest};
+use tests::raw::{accel, RawGuest, RawShell};
 
 const ROUND_TRIPS: usize = 200;
 const WAIT_REPEATS: usize = 9;
@@ -170,6 +170,97 @@ fn reaction_row(what: &str, r: Reaction, base: &Reaction) -> Row {
     }
 }
 
+/// `succeed("true")` against the raw round trip on `raw`, interleaved, median of ROUND_TRIPS.
+fn round_trip_row(vm: &Machine, raw: &mut RawShell, guest: &str) -> Row {
+    for _ in 0..20 {
+        raw.round_trip("true");
+        vm.succeed("true").unwrap();
+    }
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..ROUND_TRIPS {
+        theirs.push(raw.round_trip("true"));
+        let t0 = Instant::now();
+        vm.succeed("true").unwrap();
+        ours.push(t0.elapsed());
+    }
+    let (o, t) = (median(ours), median(theirs));
+    let ratio = o.as_secs_f64() / t.as_secs_f64();
+    Row {
+        goal: format!("command round trip: succeed(\"true\"){guest}"),
+        measured: format!("{} (median of {ROUND_TRIPS})", ms(o)),
+        reference: format!("raw `( true ) </dev/null; echo tag $?`: {}", ms(t)),
+        ratio: format!("{ratio:.2} ×"),
+        target: "≤ 1.2 ×".into(),
+        pass: ratio <= 1.2,
+    }
+}
+
+/// The reactions of the polling waits named in `which` on `vm`, beside a baseline of the same
+/// steps with a plain sleep; `guest` is appended to each row's name.
+fn wait_rows(driver: &Driver, vm: &Machine, which: &[&str], guest: &str) -> Vec<Row> {
+    let stamp = |n: usize| uptime(vm, &format!("/tmp/t-{n}"));
+    // In a second: note the guest's uptime in /tmp/t-N, then make the condition true.
+    let later = |n: usize, then: String| {
+        format!(
+            "( sleep 1; read -r up _ </proc/uptime; echo $up > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &"
+        )
+    };
+    let base = reaction(
+        vm,
+        &format!("baseline: a plain sleep{guest}"),
+        |n| later(n, format!("touch /tmp/b-{n}")),
+        |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
+        stamp,
+    );
+    let mut rows = Vec::new();
+    for &wait in which {
+        let r = match wait {
+            "wait_until_succeeds" => reaction(
+                vm,
+                "wait_until_succeeds",
+                |n| later(n, format!("touch /tmp/s-{n}")),
+                |n| {
+                    vm.wait_until_succeeds(&format!("test -e /tmp/s-{n}"), None)
+                        .unwrap();
+                },
+                stamp,
+            ),
+            "wait_for_file" => reaction(
+                vm,
+                "wait_for_file",
+                |n| later(n, format!("touch /tmp/f-{n}")),
+                |n| vm.wait_for_file(&format!("/tmp/f-{n}"), None).unwrap(),
+                stamp,
+            ),
+            "wait_for_open_port" => reaction(
+                vm,
+                "wait_for_open_port",
+                |n| later(n, format!("nc -l -p {} </dev/null >/dev/null", 8100 + n)),
+                |n| vm.wait_for_open_port(8100 + n as u16, None, None).unwrap(),
+                stamp,
+            ),
+            "wait_for_console_text" => reaction(
+                vm,
+                "wait_for_console_text",
+                |n| later(n, format!("echo console-mark-{n} > /dev/ttyS0")),
+                |n| {
+                    vm.wait_for_console_text(&format!("console-mark-{n}"), None)
+                        .unwrap();
+                },
+                stamp,
+            ),
+            other => panic!("no wait row {other}"),
+        };
+        let what = match wait {
+            "wait_until_succeeds" => "wait_until_succeeds(\"test -e /tmp/f\")".to_string(),
+            other => other.to_string(),
+        };
+        rows.push(reaction_row(&format!("{what}{guest}"), r, &base));
+    }
+    rows
+}
+
 /// Whether section `name` runs: all by default, or those listed in `VMTD_BENCH` (comma-separated:
 /// boot, roundtrip, throughput, waits, unit, scale).
 fn wanted(name: &str) -> bool {
@@ -220,28 +311,7 @@ fn main() {
     // one kind of channel, so neither side gets a quieter guest than the other.
     let driver = Driver::with_options(&options).unwrap();
     let (vm, mut raw) = tests::raw::machine_with_reference_shell(&driver, &tiny);
-    for _ in 0..20 {
-        raw.round_trip("true");
-        vm.succeed("true").unwrap();
-    }
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for _ in 0..ROUND_TRIPS {
-        theirs.push(raw.round_trip("true"));
-        let t0 = Instant::now();
-        vm.succeed("true").unwrap();
-        ours.push(t0.elapsed());
-    }
-    let (o, t) = (median(ours), median(theirs));
-    let ratio = o.as_secs_f64() / t.as_secs_f64();
-    rows.push(Row {
-        goal: "command round trip: succeed(\"true\")".into(),
-        measured: format!("{} (median of {ROUND_TRIPS})", ms(o)),
-        reference: format!("raw `( true ) </dev/null; echo tag $?`: {}", ms(t)),
-        ratio: format!("{ratio:.2} ×"),
-        target: "≤ 1.2 ×".into(),
-        pass: ratio <= 1.2,
-    });
+    rows.push(round_trip_row(&vm, &mut raw, ""));
 
     if wanted("throughput") {
         // Each side twice, in the order driver, raw, raw, driver: the guest's speed drifts over
@@ -294,70 +364,16 @@ fn main() {
     drop(raw);
 
     if wanted("waits") {
-        // Wait reactions on the tiny guest.
-        let stamp = |n: usize| uptime(&vm, &format!("/tmp/t-{n}"));
-        // In a second: note the guest's uptime in /tmp/t-N, then make the condition true.
-        let later = |n: usize, then: String| {
-            format!(
-                "( sleep 1; read -r up _ </proc/uptime; echo $up > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &"
-            )
-        };
-        let base = reaction(
+        rows.extend(wait_rows(
+            &driver,
             &vm,
-            "baseline: a plain sleep",
-            |n| later(n, format!("touch /tmp/b-{n}")),
-            |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
-            stamp,
-        );
-        rows.push(reaction_row(
-            "wait_until_succeeds(\"test -e /tmp/f\")",
-            reaction(
-                &vm,
+            &[
                 "wait_until_succeeds",
-                |n| later(n, format!("touch /tmp/s-{n}")),
-                |n| {
-                    vm.wait_until_succeeds(&format!("test -e /tmp/s-{n}"), None)
-                        .unwrap();
-                },
-                stamp,
-            ),
-            &base,
-        ));
-        rows.push(reaction_row(
-            "wait_for_file",
-            reaction(
-                &vm,
                 "wait_for_file",
-                |n| later(n, format!("touch /tmp/f-{n}")),
-                |n| vm.wait_for_file(&format!("/tmp/f-{n}"), None).unwrap(),
-                stamp,
-            ),
-            &base,
-        ));
-        rows.push(reaction_row(
-            "wait_for_open_port",
-            reaction(
-                &vm,
                 "wait_for_open_port",
-                |n| later(n, format!("nc -l -p {} </dev/null >/dev/null", 8100 + n)),
-                |n| vm.wait_for_open_port(8100 + n as u16, None, None).unwrap(),
-                stamp,
-            ),
-            &base,
-        ));
-        rows.push(reaction_row(
-            "wait_for_console_text",
-            reaction(
-                &vm,
                 "wait_for_console_text",
-                |n| later(n, format!("echo console-mark-{n} > /dev/ttyS0")),
-                |n| {
-                    vm.wait_for_console_text(&format!("console-mark-{n}"), None)
-                        .unwrap();
-                },
-                stamp,
-            ),
-            &base,
+            ],
+            "",
         ));
     }
     drop(vm);

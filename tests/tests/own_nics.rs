@@ -62,6 +62,9 @@ fn scripts_with_their_own_nic_and_without_share_a_vlan() {
         .unwrap();
     plain.attach_vlans(&[1]).unwrap();
     driver.start_all().unwrap();
+    // Both up (VLAN addresses set at boot) before the first ping.
+    nixos.connect().unwrap();
+    plain.connect().unwrap();
 
     // One NIC on VLAN 1 each: QEMU would have refused a second `vlan1` netdev.
     let info = nixos.send_monitor_command("info network").unwrap();
