@@ -278,6 +278,39 @@ build_x11() {
 # variants (the x11 guest adds an X server and the service that starts it).
 build_debian() {
     local name=$1 mem=$2 kernel=$3 extra=$4
+    # dbus and libpam-systemd: what logind, user-runtime-dir and user@UID need (a user's manager).
+    debian_rootfs "$name" "$kernel,dbus,libpam-systemd,netcat-openbsd${extra:+,$extra}"
+
+    local root=$work/root sd=$work/root/etc/systemd/system
+    install -m 755 "$here/common/backdoor" "$root/usr/local/sbin/backdoor"
+    install -m 755 "$here/common/vlan-ip" "$root/usr/local/sbin/vlan-ip"
+    install -m 644 "$here/systemd/70-vmtd-vlan.rules" "$root/etc/udev/rules.d/70-vmtd-vlan.rules"
+    install -m 644 "$here/systemd/backdoor.service" "$sd/backdoor.service"
+    ln -sf ../backdoor.service "$sd/multi-user.target.wants/backdoor.service"
+
+    # Network: systemd-networkd, DHCP on Ethernet; nothing waits for it.
+    install -m 644 "$here/systemd/50-ether.network" "$root/etc/systemd/network/50-ether.network"
+    if [ "$name" = x11 ]; then
+        install -m 644 "$here/x11/x11.service" "$sd/x11.service"
+        ln -sf ../x11.service "$sd/multi-user.target.wants/x11.service"
+    fi
+
+    local modules=$here/$name/initramfs-modules
+    [ -f "$modules" ] || modules=$here/systemd/initramfs-modules
+    debian_image "$name" "$modules"
+
+    # no_timer_check: see the tiny guest.
+    write_start_script "$name" "$mem" "root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0 no_timer_check" \
+        "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
+        "$(shq "$final/overlay-template.qcow2")"
+}
+
+# debian_rootfs NAME PACKAGES(comma-separated, the kernel among them): debootstraps Debian bookworm (minbase,
+# systemd, udev, networkd, ping, busybox) into $work/root with what every Debian-based guest shares: hostname,
+# /etc/hosts, fstab, an empty root password, a fresh machine id per boot, a volatile journal, networkd
+# enabled, and the units that fight the backdoor for the consoles or slow a TCG boot masked.
+debian_rootfs() {
+    local name=$1 packages=$2
     need debootstrap debootstrap
     need mkfs.ext4 e2fsprogs
     need chroot coreutils
@@ -287,9 +320,8 @@ build_debian() {
     local root=$work/root
     local mirror=${VMTD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
     log "$name: debootstrap bookworm from $mirror (takes a minute or two)"
-    # dbus and libpam-systemd: what logind, user-runtime-dir and user@UID need (a user's manager).
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,udev,dbus,libpam-systemd,$kernel,netcat-openbsd,iproute2,procps,busybox-static,iputils-ping${extra:+,$extra} \
+        --include="systemd,systemd-sysv,udev,iproute2,procps,busybox-static,iputils-ping,$packages" \
         bookworm "$root" "$mirror" >&2
 
     log "$name: configuring"
@@ -303,24 +335,14 @@ build_debian() {
     rm -f "$root/var/lib/dbus/machine-id"
 
     local sd=$root/etc/systemd/system
-    install -m 755 "$here/common/backdoor" "$root/usr/local/sbin/backdoor"
-    install -m 755 "$here/common/vlan-ip" "$root/usr/local/sbin/vlan-ip"
-    install -m 644 "$here/systemd/70-vmtd-vlan.rules" "$root/etc/udev/rules.d/70-vmtd-vlan.rules"
-    install -m 644 "$here/systemd/backdoor.service" "$sd/backdoor.service"
     mkdir -p "$sd/multi-user.target.wants"
-    ln -sf ../backdoor.service "$sd/multi-user.target.wants/backdoor.service"
     mkdir -p "$root/etc/systemd/journald.conf.d"
     install -m 644 "$here/systemd/journald.conf" "$root/etc/systemd/journald.conf.d/50-vmtd.conf"
 
-    # Network: systemd-networkd, DHCP on Ethernet; nothing waits for it.
+    # systemd-networkd; nothing waits for it. The guest adds its .network files.
     mkdir -p "$root/etc/systemd/network" "$sd/sockets.target.wants" "$sd/network-online.target.wants"
-    install -m 644 "$here/systemd/50-ether.network" "$root/etc/systemd/network/50-ether.network"
     ln -sf /lib/systemd/system/systemd-networkd.service "$sd/multi-user.target.wants/systemd-networkd.service"
     ln -sf /lib/systemd/system/systemd-networkd.socket "$sd/sockets.target.wants/systemd-networkd.socket"
-    if [ "$name" = x11 ]; then
-        install -m 644 "$here/x11/x11.service" "$sd/x11.service"
-        ln -sf ../x11.service "$sd/multi-user.target.wants/x11.service"
-    fi
 
     # Mask what fights the backdoor for the consoles or slows a TCG boot (one CPU: everything that runs at
     # boot delays everything else). getty-static would start gettys on tty2-6; getty@tty1 stays.
@@ -337,11 +359,15 @@ build_debian() {
              dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount; do
         ln -sf /dev/null "$sd/$u"
     done
+}
 
+# debian_image NAME INITRAMFS-MODULES-FILE: the initrd (only the listed modules), the kernel and initrd copied
+# out, package caches and docs dropped, and $work/root packed into the read-only ext4 base.img with an empty
+# qcow2 overlay template on it.
+debian_image() {
+    local name=$1 modules=$2 root=$work/root
     # A small initrd: only the root disk's and the backdoor console's modules (MODULES=most loads ~190
     # modules under TCG; and virtio_console there means /dev/hvc0 exists when systemd starts).
-    local modules=$here/$name/initramfs-modules
-    [ -f "$modules" ] || modules=$here/systemd/initramfs-modules
     install -m 644 "$modules" "$root/etc/initramfs-tools/modules"
     printf 'MODULES=list\nCOMPRESS=gzip\n' > "$root/etc/initramfs-tools/conf.d/vmtd.conf"
     chroot "$root" update-initramfs -u -k all >&2
@@ -367,11 +393,6 @@ build_debian() {
     chmod 444 "$out/base.img"
     write_qcow2_overlay "$out/overlay-template.qcow2" $((size * 1024 * 1024)) "$final/base.img"
     chmod 444 "$out/overlay-template.qcow2"
-
-    # no_timer_check: see the tiny guest.
-    write_start_script "$name" "$mem" "root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0 no_timer_check" \
-        "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
-        "$(shq "$final/overlay-template.qcow2")"
 }
 
 # --- start script -------------------------------------------------------------------------------------------
