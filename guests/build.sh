@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build a test guest for vm-test-driver into a cache outside the git tree.
 #
-# Usage: guests/build.sh tiny|systemd|x11
+# Usage: guests/build.sh tiny|systemd|x11|nixos
 #
-# Prints one line on stdout: the directory holding the guest's NixOS-style start script
-# (run-tiny-vm or run-systemd-vm). Everything else (progress, tool output) goes to stderr.
+# Prints one line on stdout: the directory holding the guest's NixOS-style start scripts
+# (run-tiny-vm, run-systemd-vm, run-x11-vm; run-client-vm and run-webserver-vm for nixos). Everything else
+# (progress, tool output) goes to stderr.
 #
 # Cache: ${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}/<guest>-<hash>, where <hash>
 # is the first 16 hex digits of a sha256 over this script, guests/common/ and the guest's files under guests/<guest>/.
@@ -18,15 +19,22 @@
 #            script run gets its own qcow2 overlay ($NIX_DISK_IMAGE or $TMPDIR/systemd.qcow2).
 #   x11      the systemd guest with Debian's generic kernel (bochs DRM for the VGA display), Xorg on :0 (vt7)
 #            started by x11.service with an xterm titled "first-terminal", and x11-utils (xwininfo).
+#   nixos    two machines of a NixOS test, client (1) and webserver (2) on VLAN 1, started by scripts written
+#            after NixOS's qemu-vm.nix (9p shares, NIX_DISK_IMAGE, QEMU_VDE_SOCKET_<n> NICs with NixOS's MACs),
+#            on the systemd guest's Debian with the generic kernel, NixOS's backdoor.service (bash on
+#            /dev/hvc0), 192.168.1.<n> on VLAN 1 and both names in /etc/hosts; webserver runs busybox httpd
+#            on port 80, client has curl. See write_nixos_start_script.
 #
 # Start-script contract (as NixOS's run-<name>-vm): reads QEMU_OPTS (split on spaces), QEMU_NET_OPTS (appended to
 # the user netdev), QEMU_KERNEL_PARAMS, TMPDIR and USE_TMPDIR (a fresh temp dir unless both are set), creates
 # $TMPDIR/xchg and runs in $TMPDIR; extra arguments are passed on to QEMU. The scripts set no accelerator,
 # serial, monitor or display: the caller adds them (e.g. -accel tcg -display none -serial stdio ...).
-# SHARED_DIR and xchg are not shared with the guest (the cloud kernel has no 9p).
+# SHARED_DIR and xchg are not shared with these guests (the cloud kernel has no 9p); the nixos guest's
+# scripts follow NixOS's own contract instead (write_nixos_start_script).
 #
 # Needs root (mknod, debootstrap, chroot) and these Debian packages: apt, dpkg, coreutils, util-linux,
-# busybox-static, cpio, gzip (tiny); debootstrap, e2fsprogs (systemd); network access to a Debian mirror.
+# busybox-static, cpio, gzip (tiny); debootstrap, e2fsprogs (systemd, x11, nixos); network access to a Debian
+# mirror. The nixos guest's scripts need bash, coreutils and QEMU with 9p (Debian's qemu-system-x86 has it).
 set -euo pipefail
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -39,11 +47,11 @@ need() { # need TOOL DEBIAN-PACKAGE
 # Quote a string for /bin/sh (single quotes).
 shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
-usage() { echo "usage: $0 tiny|systemd|x11" >&2; exit 2; }
+usage() { echo "usage: $0 tiny|systemd|x11|nixos" >&2; exit 2; }
 
 [ $# -eq 1 ] || usage
 guest=$1
-case "$guest" in tiny|systemd|x11) ;; *) usage ;; esac
+case "$guest" in tiny|systemd|x11|nixos) ;; *) usage ;; esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ -d "$here/$guest" ] || die "missing $here/$guest (the guest's files)"
@@ -54,9 +62,9 @@ for t in sha256sum:coreutils flock:util-linux apt-get:apt apt-cache:apt dpkg-deb
 done
 
 # Hash of the build inputs: this script and the guest's files (names and contents).
-# The x11 guest is the systemd guest plus its own files.
+# The x11 and nixos guests are the systemd guest's Debian plus their own files.
 inputs=("$guest")
-[ "$guest" = x11 ] && inputs+=(systemd)
+case "$guest" in x11|nixos) inputs+=(systemd) ;; esac
 hash=$(cd "$here" && find build.sh common "${inputs[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
        | sha256sum | cut -c1-16)
 
@@ -361,15 +369,15 @@ debian_rootfs() {
     done
 }
 
-# debian_image NAME INITRAMFS-MODULES-FILE: the initrd (only the listed modules), the kernel and initrd copied
-# out, package caches and docs dropped, and $work/root packed into the read-only ext4 base.img with an empty
-# qcow2 overlay template on it.
+# debian_image NAME INITRAMFS-MODULES-FILE [COMPRESS]: the initrd (only the listed modules; gzip unless
+# COMPRESS names another compressor), the kernel and initrd copied out, package caches and docs dropped,
+# and $work/root packed into the read-only ext4 base.img with an empty qcow2 overlay template on it.
 debian_image() {
-    local name=$1 modules=$2 root=$work/root
+    local name=$1 modules=$2 compress=${3:-gzip} root=$work/root
     # A small initrd: only the root disk's and the backdoor console's modules (MODULES=most loads ~190
     # modules under TCG; and virtio_console there means /dev/hvc0 exists when systemd starts).
     install -m 644 "$modules" "$root/etc/initramfs-tools/modules"
-    printf 'MODULES=list\nCOMPRESS=gzip\n' > "$root/etc/initramfs-tools/conf.d/vmtd.conf"
+    printf 'MODULES=list\nCOMPRESS=%s\n' "$compress" > "$root/etc/initramfs-tools/conf.d/vmtd.conf"
     chroot "$root" update-initramfs -u -k all >&2
 
     # Smaller image: no package caches, docs or manuals.
@@ -393,6 +401,219 @@ debian_image() {
     chmod 444 "$out/base.img"
     write_qcow2_overlay "$out/overlay-template.qcow2" $((size * 1024 * 1024)) "$final/base.img"
     chmod 444 "$out/overlay-template.qcow2"
+}
+
+# --- nixos guest --------------------------------------------------------------------------------------------
+
+# The machines of the nixos guest, as "NAME NUMBER VLAN…": a NixOS test numbers its nodes 1, 2, … in the
+# order of their names (client before webserver), and each machine is on the VLANs listed.
+NIXOS_MACHINES=("client 1 1" "webserver 2 1")
+
+# The nixos guest: machines started by scripts written after NixOS's run-<name>-vm (write_nixos_start_script),
+# on the systemd guest's Debian with Debian's generic kernel (it has 9p; the cloud kernel has not), with
+# NixOS's backdoor.service, its 9p shares, its VLAN addresses and /etc/hosts.
+build_nixos() {
+    # curl: the client's HTTP client; the webserver's httpd is busybox-static's (in every Debian guest).
+    # lz4: the initrd's compressor (it unpacks faster than gzip under TCG).
+    debian_rootfs nixos linux-image-amd64,dbus,netcat-openbsd,curl,lz4
+    local root=$work/root sd=$work/root/etc/systemd/system
+
+    # The backdoor, as test-instrumentation.nix runs it.
+    install -m 755 "$here/nixos/nixos-backdoor" "$root/usr/local/sbin/nixos-backdoor"
+    install -m 644 "$here/nixos/backdoor.service" "$sd/backdoor.service"
+    ln -sf ../backdoor.service "$sd/multi-user.target.wants/backdoor.service"
+    # The rest of a NixOS test machine's instrumentation: journal on the serial console, manager timeouts,
+    # sysctls, no gettys on the consoles (masked by debian_rootfs), /tmp kept.
+    install -m 644 "$here/nixos/journald.conf" "$root/etc/systemd/journald.conf.d/50-vmtd.conf"
+    mkdir -p "$root/etc/systemd/system.conf.d"
+    install -m 644 "$here/nixos/system.conf" "$root/etc/systemd/system.conf.d/50-nixos-test.conf"
+    install -m 644 "$here/nixos/sysctl.conf" "$root/etc/sysctl.d/50-nixos-test.conf"
+    install -m 644 "$here/nixos/tmp.conf" "$root/etc/tmpfiles.d/tmp.conf"
+    # Faster boots under TCG (one CPU shared by everything that starts): modules and mounts nothing here uses.
+    local u
+    for u in modprobe@drm.service modprobe@fuse.service modprobe@configfs.service dev-mqueue.mount; do
+        ln -sf /dev/null "$sd/$u"
+    done
+
+    # The shared directories, as qemu-vm.nix's virtualisation.sharedDirectories mounts them (9p, virtio
+    # transport, 9P2000.L, msize 16384), under the mount tags its start script gives them.
+    local tag
+    for tag in shared xchg; do
+        printf '%s /tmp/%s 9p trans=virtio,version=9p2000.L,msize=16384,x-systemd.requires=modprobe@9pnet_virtio.service 0 0\n' \
+            "$tag" "$tag" >> "$root/etc/fstab"
+        mkdir -p "$root/tmp/$tag"
+    done
+
+    # Network, as nixos/lib/testing/network.nix configures a test machine: the NIC on VLAN v of machine m
+    # (found by its MAC, 52:54:00:12:<v>:<m> in hex) has 192.168.v.m/24 and 2001:db8:v::m/64, and
+    # /etc/hosts names every machine by its address on its first VLAN. Every machine's files are in the one
+    # image; only those matching a NIC's MAC apply.
+    install -m 644 "$here/nixos/user-net.network" "$root/etc/systemd/network/40-user-net.network"
+    local machine name number vlans v
+    printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
+    for machine in "${NIXOS_MACHINES[@]}"; do
+        read -r name number vlans <<< "$machine"
+        for v in $vlans; do
+            {
+                printf '[Match]\nMACAddress=%s\n\n' "$(nixos_mac "$v" "$number")"
+                printf '[Network]\nAddress=192.168.%d.%d/24\nAddress=2001:db8:%d::%d/64\n' "$v" "$number" "$v" "$number"
+                printf 'LinkLocalAddressing=no\nIPv6AcceptRA=no\nIPv6DuplicateAddressDetection=0\n'
+            } > "$root/etc/systemd/network/50-vlan$v-$name.network"
+        done
+        v=${vlans%% *}
+        printf '192.168.%d.%d %s\n2001:db8:%d::%d %s\n' "$v" "$number" "$name" "$v" "$number" "$name" \
+            >> "$root/etc/hosts"
+    done
+    : > "$root/etc/hostname" # each machine's name comes from its kernel command line (systemd.hostname=)
+
+    # The webserver's page and server (ConditionHost=webserver).
+    install -m 644 -D "$here/nixos/index.html" "$root/var/www/index.html"
+    install -m 644 "$here/nixos/httpd.service" "$sd/httpd.service"
+    ln -sf ../httpd.service "$sd/multi-user.target.wants/httpd.service"
+
+    prune_kernel_modules
+    debian_image nixos "$here/nixos/initramfs-modules" lz4
+    for machine in "${NIXOS_MACHINES[@]}"; do
+        read -r name number vlans <<< "$machine"
+        # shellcheck disable=SC2086 # the VLANs are words
+        write_nixos_start_script "$name" "$number" $vlans
+    done
+}
+
+# nixos_mac VLAN MACHINE: NixOS's MAC of machine MACHINE's NIC on VLAN VLAN (two hex digits each).
+nixos_mac() {
+    printf '52:54:00:12:%02x:%02x' "$1" "$2"
+}
+
+# Drops the generic kernel's modules for hardware a QEMU guest never has or a test never uses (sound, GPUs,
+# wireless, other NICs, other file systems, and the floppy, parallel port, IDE, PS/2 mouse, PC speaker and
+# KVM modules udev would load and probe at every boot, and the CPU-specific crypto and cpufreq ones it
+# loads because -cpu max offers every CPU feature). What stays: virtio, block, input, HID, USB, PCI,
+# ACPI, the network stack, ext4, 9p, overlay, fuse and the like.
+prune_kernel_modules() {
+    local root=$work/root dir kver before
+    for dir in "$root"/lib/modules/*/kernel; do
+        kver=$(basename "$(dirname "$dir")")
+        before=$(du -s --block-size=1M "$dir" | cut -f1)
+        rm -rf "$dir/sound" "$dir/drivers/gpu" "$dir/drivers/media" "$dir/drivers/staging" \
+               "$dir/drivers/infiniband" "$dir/drivers/isdn" "$dir/drivers/iio" "$dir/drivers/bluetooth" \
+               "$dir/drivers/scsi" "$dir/drivers/md" "$dir/drivers/mmc" "$dir/drivers/mtd" \
+               "$dir/drivers/target" "$dir/drivers/thunderbolt" "$dir/drivers/video" \
+               "$dir/drivers/hwmon" "$dir/drivers/i2c" "$dir/drivers/spi" "$dir/drivers/power" \
+               "$dir/drivers/leds" "$dir/drivers/nfc" "$dir/drivers/atm" "$dir/drivers/w1" \
+               "$dir/drivers/usb/serial" "$dir/drivers/usb/gadget" "$dir/drivers/usb/misc" \
+               "$dir/drivers/net/wireless" "$dir/drivers/net/ethernet" "$dir/drivers/net/usb" \
+               "$dir/drivers/net/can" "$dir/drivers/net/wwan" "$dir/drivers/net/ieee802154" \
+               "$dir/drivers/net/hamradio" "$dir/drivers/net/wan" "$dir/drivers/net/arcnet" \
+               "$dir/drivers/net/fddi" "$dir/drivers/net/plip" "$dir/drivers/net/slip" \
+               "$dir/net/wireless" "$dir/net/mac80211" "$dir/net/bluetooth" "$dir/net/can" \
+               "$dir/net/ieee802154" "$dir/net/nfc" "$dir/net/atm" "$dir/net/ceph" \
+               "$dir/fs/btrfs" "$dir/fs/xfs" "$dir/fs/ocfs2" "$dir/fs/gfs2" "$dir/fs/ceph" \
+               "$dir/fs/smb" "$dir/fs/cifs" "$dir/fs/nfs" "$dir/fs/nfsd" "$dir/fs/ntfs3" "$dir/fs/ubifs" \
+               "$dir/fs/jfs" "$dir/fs/reiserfs" "$dir/fs/f2fs" "$dir/fs/nilfs2" "$dir/fs/afs" \
+               "$dir/fs/coda" "$dir/fs/dlm" "$dir/fs/orangefs" "$dir/fs/bcachefs" "$dir/fs/erofs" \
+               "$dir/drivers/ata" "$dir/drivers/parport" "$dir/drivers/firewire" "$dir/drivers/platform" \
+               "$dir/drivers/powercap" "$dir/drivers/input/mouse" "$dir/drivers/input/joystick" \
+               "$dir/drivers/input/touchscreen" "$dir/drivers/input/tablet" "$dir/arch/x86/kvm" \
+               "$dir/drivers/block/floppy.ko" "$dir/drivers/char/ppdev.ko" "$dir/drivers/char/lp.ko" \
+               "$dir/drivers/input/misc/pcspkr.ko" "$dir/drivers/input/serio/serio_raw.ko" \
+               "$dir/drivers/input/joydev.ko" "$dir/arch/x86/crypto" "$dir/drivers/cpufreq"
+        chroot "$root" depmod -a "$kver" >&2
+        log "nixos: kernel modules of $kver pruned from ${before} MiB to $(du -s --block-size=1M "$dir" | cut -f1) MiB"
+    done
+}
+
+# write_nixos_start_script NAME NUMBER VLAN…: run-NAME-vm, written after the startVM script of nixpkgs'
+# nixos/modules/virtualisation/qemu-vm.nix as a NixOS test machine gets it (direct kernel boot, the root
+# disk a qcow2 image, the shared directories, NixOS's QEMU options and, from nixos/lib/testing/network.nix,
+# a NIC per VLAN). The script's own comments say what it reads.
+write_nixos_start_script() {
+    local name=$1 number=$2
+    shift 2
+    local s=$out/run-$name-vm v nic=0
+    # NixOS's kernel parameters where they matter here (panic=1; consoles ttyS0 and tty0, tty0 primary;
+    # classic interface names), the root disk, the machine's host name, a quiet kernel (loglevel=4, NixOS
+    # has 7) and no_timer_check (see the tiny guest).
+    local params="root=/dev/vda rw panic=1 loglevel=4 net.ifnames=0 no_timer_check systemd.hostname=$name"
+    params+=" console=ttyS0,115200n8 console=tty0"
+    {
+        cat <<EOF
+#!/bin/bash
+# run-$name-vm: machine "$name" (number $number of a NixOS test) of the vm-test-driver "nixos" test guest,
+# generated by guests/build.sh after the start script that nixpkgs' qemu-vm.nix generates for a NixOS test
+# machine (its startVM), so that the driver meets a machine built the way NixOS builds them.
+#
+# Environment, as in NixOS:
+#   NIX_DISK_IMAGE      the root disk (qcow2), default ./$name.qcow2 in the directory the script is started
+#                       in; made (a copy-on-write overlay on this guest's read-only base image) when missing
+#   TMPDIR, USE_TMPDIR  with both set, QEMU runs in \$TMPDIR; otherwise in a fresh temporary directory
+#   SHARED_DIR          shared with the guest at /tmp/shared (9p tag "shared"; default \$TMPDIR/xchg);
+#                       \$TMPDIR/xchg is always shared at /tmp/xchg (tag "xchg")
+#   QEMU_VDE_SOCKET_<n> the vde_switch of VLAN n, for each VLAN this machine is on ($*): a virtio NIC with
+#                       NixOS's MAC 52:54:00:12:<n>:<machine> (hex) on netdev vlan<i>. NixOS always adds it;
+#                       here a VLAN whose variable is unset or empty gets no NIC (and a note on stderr), so
+#                       that one machine can run without a switch.
+#   QEMU_NET_OPTS       appended to the user-mode network's options (e.g. hostfwd=tcp::2222-:22)
+#   QEMU_KERNEL_PARAMS  appended to the kernel command line
+#   QEMU_OPTS           more QEMU options, split on spaces; then the script's own arguments, as given
+# QEMU starts as NixOS starts it, with -machine accel=kvm:tcg -cpu max (a later -machine accel=… wins) and
+# no display, serial, monitor or backdoor console options of its own: the driver adds those.
+set -e
+
+# The root disk, made absolute before the cd below.
+NIX_DISK_IMAGE=\$(readlink -f "\${NIX_DISK_IMAGE:-./$name.qcow2}") || test -z "\$NIX_DISK_IMAGE"
+if test -n "\$NIX_DISK_IMAGE" && ! test -e "\$NIX_DISK_IMAGE"; then
+    echo "run-$name-vm: making the disk image \$NIX_DISK_IMAGE (on the read-only base image)"
+    cp $(shq "$final/overlay-template.qcow2") "\$NIX_DISK_IMAGE"
+    chmod u+w "\$NIX_DISK_IMAGE"
+fi
+
+# The directory the VM runs in, and the one it exchanges files through.
+if [ -z "\$TMPDIR" ] || [ -z "\$USE_TMPDIR" ]; then
+    TMPDIR=\$(mktemp -d nix-vm.XXXXXXXXXX --tmpdir)
+fi
+mkdir -p "\$TMPDIR/xchg"
+cd "\$TMPDIR"
+
+# One NIC per VLAN of this machine, numbered as NixOS numbers a machine's interfaces.
+vlan_nics=()
+EOF
+        for v in "$@"; do
+            nic=$((nic + 1))
+            cat <<EOF
+if [ -n "\${QEMU_VDE_SOCKET_$v:-}" ]; then
+    vlan_nics+=(-device "virtio-net-pci,netdev=vlan$nic,mac=$(nixos_mac "$v" "$number")"
+                -netdev "vde,id=vlan$nic,sock=\$QEMU_VDE_SOCKET_$v")
+else
+    echo "run-$name-vm: QEMU_VDE_SOCKET_$v is not set: no NIC on VLAN $v" >&2
+fi
+EOF
+        done
+        cat <<EOF
+
+# shellcheck disable=SC2086 # QEMU_OPTS is split on spaces, as NixOS does
+exec qemu-system-x86_64 -machine accel=kvm:tcg -cpu max \\
+    -name $name \\
+    -m 1024 \\
+    -smp 1 \\
+    -device virtio-rng-pci \\
+    -net nic,netdev=user.0,model=virtio -netdev user,id=user.0,"\$QEMU_NET_OPTS" \\
+    -virtfs local,path="\${SHARED_DIR:-\$TMPDIR/xchg}",security_model=none,mount_tag=shared \\
+    -virtfs local,path="\$TMPDIR"/xchg,security_model=none,mount_tag=xchg \\
+    -drive cache=writeback,file="\$NIX_DISK_IMAGE",id=drive1,if=none,index=1,werror=report \\
+    -device virtio-blk-pci,bootindex=1,drive=drive1,serial=root \\
+    -device virtio-keyboard \\
+    -usb \\
+    -device usb-tablet,bus=usb-bus.0 \\
+    -kernel $(shq "$final/bzImage") \\
+    -initrd $(shq "$final/initrd") \\
+    -append "$params \$QEMU_KERNEL_PARAMS" \\
+    "\${vlan_nics[@]}" \\
+    \$QEMU_OPTS \\
+    "\$@"
+EOF
+    } > "$s"
+    chmod 755 "$s"
 }
 
 # --- start script -------------------------------------------------------------------------------------------
