@@ -14,9 +14,15 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The start script of a bundled guest (`tiny` or `systemd`), built by `guests/build.sh` on first use
-/// and cached outside the repository afterwards.
+/// The start script of a bundled guest (`tiny`, `systemd` or `x11`), built by `guests/build.sh` on first
+/// use and cached outside the repository afterwards.
 pub fn guest_start_script(guest: &str) -> PathBuf {
+    guest_dir(guest).join(format!("run-{guest}-vm"))
+}
+
+/// The directory holding a bundled guest's start scripts (`guests/build.sh GUEST` builds it on first use);
+/// the `nixos` guest's are `run-client-vm` and `run-webserver-vm`.
+pub fn guest_dir(guest: &str) -> PathBuf {
     let out = Command::new("bash")
         .arg(repo_root().join("guests/build.sh"))
         .arg(guest)
@@ -29,7 +35,7 @@ pub fn guest_start_script(guest: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = String::from_utf8(out.stdout).expect("guests/build.sh printed a non-UTF-8 path");
-    PathBuf::from(dir.trim()).join(format!("run-{guest}-vm"))
+    PathBuf::from(dir.trim())
 }
 
 /// Logs to the test's captured output (shown when it fails), once per process.
