@@ -9,7 +9,9 @@
 //!   timing the banner, interleaved;
 //! - throughput: 100 MB of command output through `execute_streaming` against the same command
 //!   written to that second shell, and the driver's memory meanwhile;
-//! - scale: 16 tiny guests on one VLAN pinging each other; the driver's RSS and CPU while they idle.
+//! - scale: 16 tiny guests on one VLAN pinging each other; the driver's RSS and CPU while they idle;
+//! - the round trip and the polling waits again on the nixos guest, whose backdoor is bash reading
+//!   `/dev/hvc0` (NixOS's backdoor.service), against bash reading a second port.
 //!
 //! `cargo bench -p tests --bench performance` (about five minutes here).
 
@@ -262,7 +264,7 @@ fn wait_rows(driver: &Driver, vm: &Machine, which: &[&str], guest: &str) -> Vec<
 }
 
 /// Whether section `name` runs: all by default, or those listed in `VMTD_BENCH` (comma-separated:
-/// boot, roundtrip, throughput, waits, unit, scale).
+/// boot, roundtrip, throughput, waits, bash, unit, scale).
 fn wanted(name: &str) -> bool {
     match std::env::var("VMTD_BENCH") {
         Ok(list) => list.split(',').any(|s| s.trim() == name),
@@ -378,6 +380,27 @@ fn main() {
     }
     drop(vm);
     drop(driver);
+
+    if wanted("bash") {
+        // The round trip and the polling waits again on the nixos guest, whose backdoor is bash
+        // reading /dev/hvc0 as its script, as NixOS's backdoor.service runs it; the reference is bash
+        // reading a second port of the same guest (`bash --norc -s`: also one byte per read).
+        let driver = Driver::with_options(&options).unwrap();
+        let script = tests::guest_dir("nixos").join("run-client-vm");
+        let (vm, mut raw) = tests::raw::machine_with_reference(&driver, &script, "bash --norc -s");
+        // Measured once the guest has finished booting, as the other rows are.
+        vm.succeed("systemctl is-system-running --wait >/dev/null; true")
+            .unwrap();
+        let on = " (nixos guest: bash on hvc0)";
+        rows.push(round_trip_row(&vm, &mut raw, on));
+        drop(raw);
+        rows.extend(wait_rows(
+            &driver,
+            &vm,
+            &["wait_until_succeeds", "wait_for_file"],
+            on,
+        ));
+    }
 
     if wanted("unit") {
         // wait_for_unit on the systemd guest: the unit's own activation time against the guest clock.
