@@ -1,7 +1,7 @@
 //! `vm-test-driver`: boots VMs under QEMU and runs test scripts against them.
 //!
 //! `vm-test-driver --start-scripts run-a-vm run-b-vm --vlans 1 2 -- test.rhai` runs a Rhai test script
-//! with every machine as a global; `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
+//! with every machine as a global (`test.py`: a NixOS Python test script, see `python`); `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
 //! one machine. Given a directory instead of a script, it runs the `*.rhai` files in it, each in a
 //! child process of its own: `-j N` at once, `--partition K/N` only a deterministic share of them.
 //! It also takes the NixOS test driver's options and environment variables (`nixos_args`), so
@@ -15,6 +15,7 @@ mod interact;
 mod junit;
 mod nixos_args;
 mod output;
+mod python;
 mod repl;
 mod report;
 mod run;

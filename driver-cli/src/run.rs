@@ -7,6 +7,7 @@ use crate::coverage;
 use crate::junit;
 use crate::nixos_args;
 use crate::output::Output;
+use crate::python;
 use crate::repl;
 use crate::report;
 use crate::script;
@@ -107,57 +108,87 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
     }
     let driver = network_driver(&args.network, out)?;
     let shown = path.as_deref().unwrap_or(Path::new("<repl>"));
-    let cases = script::Cases::new(shown);
-    let engine = script::engine(&driver, &cases, out);
-    let mut scope = script::scope(&driver);
-    let ast = engine.compile_with_scope(&scope, &source).map_err(|e| {
-        // file:line:column first, as runtime errors are shown.
-        let at = e.position();
-        Failure::Setup(anyhow::anyhow!(
-            "{}:{}:{}: syntax error: {}",
-            shown.display(),
-            at.line().unwrap_or(0),
-            at.position().unwrap_or(0),
-            e.err_type()
-        ))
-    })?;
-    if let Some(t) = args.global_timeout {
-        driver.set_global_timeout(Duration::from_secs_f64(t));
-    }
-    if args.interactive {
-        let outcome = repl::run(
-            &engine,
-            &mut scope,
-            &driver,
-            path.as_ref().map(|_| &ast),
-            out,
-        );
-        driver.collect_coverage();
-        driver.stop_all();
-        return outcome.map_err(Failure::Setup);
-    }
-    let t0 = Instant::now();
-    // A panic is a bug in the driver, yet the run still ends as any failure does: machines stopped,
-    // coverage, reports and JUnit written (the panic message already went to stderr).
-    let mut panicked = false;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        engine.run_ast_with_scope(&mut scope, &ast)
-    }))
-    .unwrap_or_else(|payload| {
-        panicked = true;
-        Err(format!(
-            "internal error: the driver panicked: {}",
-            panic_message(&*payload)
-        )
-        .into())
-    })
-    .map_err(|e| located(shown, &e));
+    let (t0, outcome, cases, panicked) = match path.as_deref().filter(|p| python::is_python(p)) {
+        Some(_) => {
+            if args.interactive {
+                return Err(usage(
+                    "--interactive is not supported for Python test scripts yet",
+                ));
+            }
+            let out_dir = match &args.network.output_dir {
+                Some(dir) => dir.clone(),
+                None => std::env::current_dir().map_err(|e| Failure::Setup(e.into()))?,
+            };
+            let script = python::Script::compile(&driver, shown, &source, &out_dir, out)
+                .map_err(Failure::Setup)?;
+            let deadline = args.global_timeout.map(|t| {
+                let t = Duration::from_secs_f64(t);
+                driver.set_global_timeout(t);
+                Instant::now() + t
+            });
+            let t0 = Instant::now();
+            let python::Outcome {
+                result,
+                cases,
+                panicked,
+            } = script.run(deadline);
+            (t0, result, cases, panicked)
+        }
+        None => {
+            let cases = script::Cases::new(shown);
+            let engine = script::engine(&driver, &cases, out);
+            let mut scope = script::scope(&driver);
+            let ast = engine.compile_with_scope(&scope, &source).map_err(|e| {
+                // file:line:column first, as runtime errors are shown.
+                let at = e.position();
+                Failure::Setup(anyhow::anyhow!(
+                    "{}:{}:{}: syntax error: {}",
+                    shown.display(),
+                    at.line().unwrap_or(0),
+                    at.position().unwrap_or(0),
+                    e.err_type()
+                ))
+            })?;
+            if let Some(t) = args.global_timeout {
+                driver.set_global_timeout(Duration::from_secs_f64(t));
+            }
+            if args.interactive {
+                let outcome = repl::run(
+                    &engine,
+                    &mut scope,
+                    &driver,
+                    path.as_ref().map(|_| &ast),
+                    out,
+                );
+                driver.collect_coverage();
+                driver.stop_all();
+                return outcome.map_err(Failure::Setup);
+            }
+            let t0 = Instant::now();
+            // A panic is a bug in the driver, yet the run still ends as any failure does:
+            // machines stopped, coverage, reports and JUnit written (the panic message already
+            // went to stderr).
+            let mut panicked = false;
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.run_ast_with_scope(&mut scope, &ast)
+            }))
+            .unwrap_or_else(|payload| {
+                panicked = true;
+                Err(format!(
+                    "internal error: the driver panicked: {}",
+                    panic_message(&*payload)
+                )
+                .into())
+            })
+            .map_err(|e| located(shown, &e));
+            (t0, outcome, cases.take(), panicked)
+        }
+    };
     // Machines still running at the end are stopped (not powered off cleanly), as in NixOS; their
     // coverage data is copied out first.
     driver.collect_coverage();
     driver.stop_all();
     let signal = driver.take_signal();
-    let cases = cases.take();
     // Coverage never decides the test's result: a problem with it is a warning.
     let coverage = match &args.network.output_dir {
         Some(dir) if args.coverage_report => match coverage::report(dir) {

@@ -1,0 +1,160 @@
+//! `_vmtd.runtime`: the driver's global functions as the prelude calls them (`start_all`,
+//! `join_all`, the log, subtests recorded for JUnit and the report, `create_machine`).
+
+use super::calls::{call, unlocked};
+use super::errors::locate;
+use super::machine::PyMachine;
+use crate::output::Output;
+use crate::script::Case;
+use driver::{Driver, StartCommand};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A subtest that has begun.
+struct Open {
+    name: String,
+    t0: Instant,
+    mark: usize,
+}
+
+/// The driver behind a script's globals (one thread: an `unsendable` class).
+#[pyclass(unsendable, module = "_vmtd")]
+pub struct Runtime {
+    driver: Driver,
+    script: String,
+    out_dir: PathBuf,
+    out: &'static Output,
+    open: Vec<Open>,
+    done: Vec<Case>,
+}
+
+impl Runtime {
+    /// The runtime of the script shown as `script`, whose files go to `out_dir`.
+    pub fn new(driver: Driver, script: String, out_dir: PathBuf, out: &'static Output) -> Self {
+        Runtime {
+            driver,
+            script,
+            out_dir,
+            out,
+            open: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// The subtests that ended, in the order they ended.
+    pub fn take_cases(&mut self) -> Vec<Case> {
+        std::mem::take(&mut self.done)
+    }
+}
+
+#[pymethods]
+impl Runtime {
+    /// NixOS's `start_all()`.
+    fn start_all(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, || self.driver.start_all())
+    }
+
+    /// NixOS's `join_all()`.
+    fn join_all(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, || self.driver.join_all())
+    }
+
+    /// A line in the log, at `level` (`debug`, `info`, `warning`, `error`).
+    #[pyo3(signature = (message, level="info"))]
+    fn log(&self, message: &str, level: &str) {
+        match level {
+            "debug" => log::debug!("{message}"),
+            "warning" => log::warn!("{message}"),
+            "error" => log::error!("{message}"),
+            _ => self.driver.log(message),
+        }
+    }
+
+    /// Serves the machines for `seconds` (a `retry`'s pause); an interrupt ends it.
+    fn sleep(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let d = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+        call(py, || self.driver.sleep(d))
+    }
+
+    /// Raises `Interrupted` when the run must stop.
+    fn check_interrupts(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, || self.driver.check_interrupts())
+    }
+
+    fn serial_stdout_on(&self) {
+        self.driver.serial_stdout_on();
+    }
+
+    fn serial_stdout_off(&self) {
+        self.driver.serial_stdout_off();
+    }
+
+    /// The run's timeout factor (1 under KVM, 5 under TCG unless given).
+    #[getter]
+    fn timeout_factor(&self) -> f64 {
+        self.driver.timeout_factor()
+    }
+
+    /// Where the run's files go (NixOS's `driver.out_dir`).
+    #[getter]
+    fn out_dir(&self) -> PathBuf {
+        self.out_dir.clone()
+    }
+
+    /// NixOS's `create_machine(start_command, *, name=None)`: a machine of a start script, not
+    /// started until used.
+    #[pyo3(signature = (start_command, name=None))]
+    fn create_machine(
+        &self,
+        py: Python<'_>,
+        start_command: PathBuf,
+        name: Option<&str>,
+    ) -> PyResult<PyMachine> {
+        let start = StartCommand::Script(start_command);
+        let m = unlocked(py, || match name {
+            Some(name) => self.driver.add_named_machine(name, start),
+            None => self.driver.add_machine(start),
+        });
+        m.map(|m| PyMachine::new(m, self.out_dir.clone()))
+            .map_err(|e| super::errors::driver_error(py, e))
+    }
+
+    /// A subtest begins: logged, and timed for JUnit.
+    fn subtest_enter(&mut self, name: String) {
+        self.driver.log(&format!("subtest: {name}"));
+        self.open.push(Open {
+            name,
+            t0: Instant::now(),
+            mark: self.out.mark(),
+        });
+    }
+
+    /// The innermost subtest ends, failed with `error` (an exception) or not.
+    #[pyo3(signature = (error=None))]
+    fn subtest_exit(&mut self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) {
+        let names: Vec<&str> = self.open.iter().map(|o| o.name.as_str()).collect();
+        let full = names.join(" > ");
+        let Some(open) = self.open.pop() else { return };
+        let failure = error.map(|e| {
+            let e = PyErr::from_value(e);
+            let what = format!("subtest {:?} failed: ", open.name);
+            locate(py, &e, &self.script, &what)
+        });
+        let time = open.t0.elapsed();
+        match &failure {
+            Some(f) => log::error!("{f}"),
+            None => self.driver.log(&format!(
+                "(finished: subtest: {}, in {:.2} seconds)",
+                open.name,
+                time.as_secs_f64()
+            )),
+        }
+        self.done.push(Case {
+            name: full,
+            time,
+            failure,
+            output: self.out.lines_since(open.mark),
+        });
+    }
+}
