@@ -109,7 +109,8 @@ pub struct RunArgs {
     /// script i (from 0) belongs to share (i mod N) + 1. For splitting a suite over CI machines.
     #[arg(long, value_name = "K/N")]
     pub partition: Option<Partition>,
-    /// The Rhai test script, or a directory whose `*.rhai` files each run in a driver of their own;
+    /// The Rhai test script (a `.py` one: a NixOS Python testScript), or a directory whose `*.rhai`
+    /// files each run in a driver of their own;
     /// put it after `--` when it follows a list option. [env: testScript]
     pub test_script: Option<PathBuf>,
     #[command(flatten)]

@@ -1,0 +1,165 @@
+//! Python test scripts (NixOS's testScripts) through the binary: on the tiny guest, and the
+//! errors a script can make, which need no machine.
+
+mod common;
+
+use common::{assert_nothing_left, scratch, state_dir, tiny, BIN};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the binary with `args` from the repository root.
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(tests::repo_root())
+        .output()
+        .expect("cannot run vm-test-driver")
+}
+
+#[test]
+fn hello_py_passes_with_a_junit_case_per_subtest() {
+    let dir = scratch("py-hello");
+    let junit = dir.join("junit.xml");
+    let (out, j) = (dir.join("out"), junit.to_str().unwrap());
+    let tiny = tiny();
+    let o = run(&[
+        "--start-scripts",
+        &tiny,
+        "-o",
+        out.to_str().unwrap(),
+        "--junit",
+        j,
+        "--",
+        "examples/hello.py",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("subtest: waits react to the guest"), "{err}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let suite = &report.test_suites[0];
+    let names: Vec<&str> = suite.test_cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "the guest runs commands > failures raise NixOS's exceptions",
+            "the guest runs commands",
+            "waits react to the guest",
+        ],
+        "{xml}"
+    );
+    assert_eq!(suite.failures, 0, "{xml}");
+    assert!(xml.contains("kernel "), "{xml}");
+    assert!(out.join("report.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failing_assert_exits_1_at_its_line_and_stops_the_machine() {
+    let dir = scratch("py-assert");
+    let script = dir.join("test.py");
+    std::fs::write(
+        &script,
+        "start_all()\n\
+         with subtest(\"outer\"):\n    \
+             with subtest(\"inner\"):\n        \
+                 x = tiny.succeed(\"echo 1\")\n        \
+                 assert x == \"2\\n\", f\"got {x!r}\"\n\
+         log.info(\"never reached\")\n",
+    )
+    .unwrap();
+    let junit = dir.join("junit.xml");
+    let tiny = tiny();
+    let o = run(&[
+        "--keep-vm-state",
+        "--start-scripts",
+        &tiny,
+        "--junit",
+        junit.to_str().unwrap(),
+        "--",
+        script.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("test.py:5: AssertionError: got '1\\n'"),
+        "{err}"
+    );
+    assert!(!err.contains("never reached"), "{err}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let suite = &report.test_suites[0];
+    assert_eq!((suite.tests, suite.failures), (2, 2), "{xml}");
+    assert!(xml.contains("subtest &quot;inner&quot; failed"), "{xml}");
+    let state = state_dir(&err);
+    assert_nothing_left(&state);
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn syntax_errors_exit_2_and_name_errors_1_with_file_and_line() {
+    let dir = scratch("py-errors");
+    let bad = dir.join("bad.py");
+    std::fs::write(&bad, "x = 1\ny = (\n").unwrap();
+    let o = run(&["--", bad.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.py:2:5: syntax error: '(' was never closed"),
+        "{err}"
+    );
+
+    let name = dir.join("name.py");
+    std::fs::write(&name, "x = 1\nnot_defined()\n").unwrap();
+    let o = run(&["--", name.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("name.py:2: NameError: name 'not_defined' is not defined"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_global_timeout_and_ctrl_c_stop_a_busy_loop() {
+    let dir = scratch("py-loop");
+    let script = dir.join("loop.py");
+    std::fs::write(
+        &script,
+        "try:\n    while True:\n        pass\nexcept Exception:\n    log.info(\"swallowed\")\n",
+    )
+    .unwrap();
+    let o = run(&["--global-timeout", "2", "--", script.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    // The loop's line (CPython says which of the loop's two lines the jump back is on).
+    assert!(
+        err.contains("loop.py:2: Interrupted: the global timeout of 2 s ran out")
+            || err.contains("loop.py:3: Interrupted: the global timeout of 2 s ran out"),
+        "{err}"
+    );
+    assert!(!err.contains("swallowed"), "{err}");
+
+    let child = Command::new(BIN)
+        .args(["--", script.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("Interrupted: interrupted by SIGINT"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
