@@ -17,7 +17,9 @@ const MARKER_LEN: usize = 35;
 const MAX_STATUS: i32 = 999;
 
 /// The start of every framed command, before its nonce.
-const FRAME_START: &[u8] = b"printf '\\036B";
+/// What a frame's call of the framing function starts with (after the function's definition, in a
+/// shell's first frame); the nonce follows.
+const FRAME_CALL: &[u8] = b"_vmtd ";
 
 fuzz_target!(|data: &[u8]| {
     let Some(script) = Script::parse(data) else {
@@ -210,8 +212,16 @@ impl Model {
 
 /// The framing carries `cmd` verbatim, and never the markers it waits for.
 fn check_frame(wire: &[u8], cmd: &[u8]) {
-    let nonce = wire
-        .strip_prefix(FRAME_START)
+    // A shell's first frame defines the function, on a line of its own, before the call.
+    let call = match wire.strip_prefix(b"_vmtd() {") {
+        Some(_) => wire
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&wire[wire.len()..], |at| &wire[at + 1..]),
+        None => wire,
+    };
+    let nonce = call
+        .strip_prefix(FRAME_CALL)
         .and_then(|rest| rest.get(..32))
         .unwrap_or_else(|| panic!("bad frame {:?}", String::from_utf8_lossy(wire)));
     assert!(nonce.iter().all(u8::is_ascii_hexdigit), "nonce {nonce:?}");
