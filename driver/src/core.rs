@@ -4,7 +4,7 @@
 //! here, the loop runs it.
 
 use crate::activity::Activity;
-use crate::event_loop::{Loop, Observer};
+use crate::event_loop::{Loop, Observer, KILL_GRACE};
 use crate::ext::Extensions;
 use crate::record::MachineEvent;
 use crate::vlan::{self, Link, Switch};
@@ -15,9 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// How long QEMU gets to exit on SIGTERM before SIGKILL when the driver stops it.
-const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// What a machine is, as the test set it up (its channels are the loop's).
 pub(crate) struct Vm {
@@ -156,9 +153,6 @@ impl Core {
             let numbers: Vec<u32> = self.switches.iter().map(|s| s.number).collect();
             for n in numbers {
                 self.ensure_link(n, i)?;
-                if !self.vms[i].vlans.contains(&n) {
-                    self.vms[i].vlans.push(n);
-                }
             }
         }
         let mut cache_plan = None;
@@ -252,9 +246,13 @@ impl Core {
         Ok(())
     }
 
-    /// Starts VLAN `number`'s switch and machine `i`'s link to it, unless they run.
+    /// Starts VLAN `number`'s switch and machine `i`'s link to it, unless they run, and counts the
+    /// machine as attached to the VLAN.
     pub(crate) fn ensure_link(&mut self, number: u32, i: usize) -> Result<(), Error> {
         self.ensure_switch(number)?;
+        if !self.vms[i].vlans.contains(&number) {
+            self.vms[i].vlans.push(number);
+        }
         if self.link(number, i).is_none() {
             let switch = self.switches.iter().find(|s| s.number == number);
             let switch = switch.expect("started above");

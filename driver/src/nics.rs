@@ -157,9 +157,6 @@ impl Machine {
         }
         for &n in vlans {
             core.ensure_link(n, self.i)?;
-            if !core.vms[self.i].vlans.contains(&n) {
-                core.vms[self.i].vlans.push(n);
-            }
         }
         Ok(())
     }

@@ -38,6 +38,15 @@ pub fn guest_dir(guest: &str) -> PathBuf {
     PathBuf::from(dir.trim())
 }
 
+/// Shell text naming `m`'s interface on `vlan` (the one holding its VLAN address), for `ping -I`:
+/// a ping by the default route would reach QEMU's user network, which answers any address itself.
+pub fn vlan_interface(m: &driver::Machine, vlan: u32) -> String {
+    format!(
+        "$(ip -o addr show to {} | cut -d' ' -f2)",
+        m.vlan_address(vlan)
+    )
+}
+
 /// Logs to the test's captured output (shown when it fails), once per process.
 pub fn init_logging() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

@@ -8,10 +8,7 @@ use tests::{guest_start_script, init_logging};
 /// Pings `to` from `from` over VLAN 1 `count` times; the exit status and the round-trip
 /// (min, avg, max) in ms when any reply came.
 fn ping(from: &Machine, to: &Machine, count: u32) -> (i32, Option<(f64, f64, f64)>) {
-    let dev = format!(
-        "$(ip -o addr show to {} | cut -d' ' -f2)",
-        from.vlan_address(1)
-    );
+    let dev = tests::vlan_interface(from, 1);
     let (status, out) = from
         .execute(&format!(
             "ping -q -c {count} -i 0.2 -W 1 -I \"{dev}\" {}",
@@ -148,10 +145,7 @@ fn link_quality_and_partitions() {
     // Neighbour entries that failed during the partition are retried by the guest's kernel.
     let t = std::time::Instant::now();
     for (from, to) in [(&c, &a), (&b, &c)] {
-        let dev = format!(
-            "$(ip -o addr show to {} | cut -d' ' -f2)",
-            from.vlan_address(1)
-        );
+        let dev = tests::vlan_interface(from, 1);
         let cmd = format!("ping -c 1 -W 1 -I \"{dev}\" {}", to.vlan_address(1));
         from.wait_until_succeeds(&cmd, Some(Duration::from_secs(30)))
             .unwrap();

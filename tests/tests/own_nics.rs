@@ -35,10 +35,7 @@ fn nixos_style_script(dir: &Path, name: &str, number: u8, plug: bool) -> PathBuf
 
 /// Whether `m` reaches `addr` over its VLAN 1 interface (not QEMU's user network).
 fn reaches(m: &Machine, addr: &str) -> bool {
-    let dev = format!(
-        "$(ip -o addr show to {} | cut -d' ' -f2)",
-        m.vlan_address(1)
-    );
+    let dev = tests::vlan_interface(m, 1);
     m.execute(&format!("ping -c 1 -W 2 -I \"{dev}\" {addr}"))
         .unwrap()
         .0

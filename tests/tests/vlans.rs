@@ -33,10 +33,7 @@ fn three_machines_on_two_vlans() {
     // Pings leave through the machine's interface on `vlan`: by the default route they would reach
     // QEMU's user networking, which answers pings to any address itself.
     let ping = |m: &driver::Machine, vlan: u32, addr: String| {
-        let dev = format!(
-            "$(ip -o addr show to {} | cut -d' ' -f2)",
-            m.vlan_address(vlan)
-        );
+        let dev = tests::vlan_interface(m, vlan);
         m.execute(&format!("ping -c 1 -W 2 -I \"{dev}\" {addr}"))
             .unwrap()
             .0

@@ -187,35 +187,17 @@ impl MachineIo {
         let Some(k) = self.active else {
             return false;
         };
-        match self.fds.as_mut().and_then(|f| f.shells[k].as_mut()) {
-            Some(conn) => {
-                conn.send(bytes);
-                true
-            }
-            None => false,
-        }
+        Conn::send(self.fds.as_mut().and_then(|f| f.shells[k].as_mut()), bytes)
     }
 
     /// Queues bytes for the monitor and writes what the socket takes now.
     pub(crate) fn write_monitor(&mut self, bytes: &[u8]) -> bool {
-        match self.fds.as_mut().and_then(|f| f.monitor.as_mut()) {
-            Some(conn) => {
-                conn.send(bytes);
-                true
-            }
-            None => false,
-        }
+        Conn::send(self.fds.as_mut().and_then(|f| f.monitor.as_mut()), bytes)
     }
 
     /// Queues bytes for the QMP socket and writes what the socket takes now.
     pub(crate) fn write_qmp(&mut self, bytes: &[u8]) -> bool {
-        match self.fds.as_mut().and_then(|f| f.qmp.as_mut()) {
-            Some(conn) => {
-                conn.send(bytes);
-                true
-            }
-            None => false,
-        }
+        Conn::send(self.fds.as_mut().and_then(|f| f.qmp.as_mut()), bytes)
     }
 
     /// One non-blocking write to the serial console; `None` when it is closed.

@@ -15,10 +15,15 @@ impl Conn {
         Conn { stream, out }
     }
 
-    /// Queues `bytes` and writes what the socket takes now.
-    pub(crate) fn send(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-        flush(self);
+    /// Queues `bytes` on `conn` and writes what the socket takes now; false when there is no
+    /// connection.
+    pub(crate) fn send(conn: Option<&mut Conn>, bytes: &[u8]) -> bool {
+        let Some(conn) = conn else {
+            return false;
+        };
+        conn.out.extend_from_slice(bytes);
+        flush(conn);
+        true
     }
 }
 

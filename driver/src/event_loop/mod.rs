@@ -13,7 +13,7 @@ mod observer;
 mod qmp_link;
 mod token;
 
-pub(crate) use channels::{Ended, MachineIo};
+pub(crate) use channels::{Ended, MachineIo, KILL_GRACE};
 pub(crate) use observer::Observer;
 pub(crate) use qmp_link::Status as QmpStatus;
 pub use qmp_link::{QmpEvent, EVENTS_KEPT};
@@ -312,7 +312,7 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         for i in 0..self.vms.len() {
-            self.stop(i, channels::KILL_GRACE);
+            self.stop(i, KILL_GRACE);
         }
     }
 }
