@@ -57,7 +57,7 @@ fn run(script: &Script, cap: usize, split: bool) -> Vec<Event> {
                 assert!(model.closed, "handle_eof gave no Closed");
             }
             // guest-shell only.
-            Op::Abandon | Op::Interrupt | Op::Reset | Op::Resume => {}
+            Op::Test(_) | Op::Abandon | Op::Interrupt | Op::Reset | Op::Resume => {}
         }
     }
     model.events

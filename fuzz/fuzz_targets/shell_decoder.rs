@@ -56,6 +56,12 @@ fn run(script: &Script, split: bool) -> Vec<Event> {
                 model.check_command(cmd, got);
                 model.drain(&mut s);
             }
+            Op::Test(data) => {
+                let args: Vec<&[u8]> = data.split(|&b| b == b' ').collect();
+                let got = s.test(&args);
+                model.check_test(&args, got);
+                model.drain(&mut s);
+            }
             Op::Interrupt => {
                 let busy = model.state == State::Busy;
                 let got = s.interrupt();
@@ -173,16 +179,31 @@ impl Model {
         );
     }
 
-    fn check_command(&mut self, cmd: &[u8], got: Result<Vec<u8>, Error>) {
-        let want = match self.state {
+    /// What framing `parts` must give in this state: an error, or `Ok` to check the frame.
+    fn want(&self, parts: &[&[u8]]) -> Result<(), Error> {
+        match self.state {
             State::AwaitBanner | State::Closed => Err(Error::NotConnected),
             State::Lost => Err(Error::Lost),
             State::Busy => Err(Error::Busy),
-            State::Idle => match cmd.iter().position(|&b| b == 0) {
+            State::Idle => match parts.concat().iter().position(|&b| b == 0) {
                 Some(at) => Err(Error::Nul(at)),
                 None => Ok(()),
             },
-        };
+        }
+    }
+
+    fn check_test(&mut self, args: &[&[u8]], got: Result<Vec<u8>, Error>) {
+        match (got, self.want(args)) {
+            (Ok(wire), Ok(())) => {
+                check_test_frame(&wire, args);
+                self.state = State::Busy;
+            }
+            (got, want) => assert_eq!(got.map(|_| ()), want, "test({args:?})"),
+        }
+    }
+
+    fn check_command(&mut self, cmd: &[u8], got: Result<Vec<u8>, Error>) {
+        let want = self.want(&[cmd]);
         match (got, want) {
             (Ok(wire), Ok(())) => {
                 check_frame(&wire, cmd);
@@ -235,6 +256,52 @@ fn check_frame(wire: &[u8], cmd: &[u8]) {
     if !cmd.is_empty() {
         assert!(contains(wire, cmd), "command not carried verbatim");
     }
+}
+
+/// A `test` frame: after the function's definition (a shell's first), `_vmtt <nonce>` and each
+/// argument single-quoted, `'` as `'\''`, so no argument is read as shell code; no marker inside.
+fn check_test_frame(wire: &[u8], args: &[&[u8]]) {
+    let call = match wire.strip_prefix(b"_vmtt() {") {
+        Some(_) => {
+            let at = wire
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("definition line");
+            &wire[at + 1..]
+        }
+        None => wire,
+    };
+    let rest = call
+        .strip_prefix(b"_vmtt ")
+        .unwrap_or_else(|| panic!("bad test frame {:?}", String::from_utf8_lossy(wire)));
+    let (nonce, mut rest) = rest.split_at(32.min(rest.len()));
+    assert!(
+        nonce.len() == 32 && nonce.iter().all(u8::is_ascii_hexdigit),
+        "nonce {nonce:?}"
+    );
+    for arg in args {
+        let quoted = [
+            &b" '"[..],
+            &arg.split(|&b| b == b'\'')
+                .collect::<Vec<_>>()
+                .join(&b"'\\''"[..]),
+            b"'",
+        ]
+        .concat();
+        rest = rest.strip_prefix(&quoted[..]).unwrap_or_else(|| {
+            panic!(
+                "argument {arg:?} not quoted in {:?}",
+                String::from_utf8_lossy(wire)
+            )
+        });
+    }
+    assert_eq!(rest, b"\n", "test frame ends");
+    let start = [b"\x1eB", nonce, b"\x1e"].concat();
+    let end = [b"\x1eE", nonce, b" "].concat();
+    assert!(
+        !contains(wire, &start) && !contains(wire, &end),
+        "frame holds a marker"
+    );
 }
 
 /// Compares only where the first byte matches: instrumented `memcmp` at every offset would make

@@ -19,6 +19,8 @@
 pub enum Op<'a> {
     /// Queue a command with these bytes.
     Command(&'a [u8]),
+    /// Queue a `test` (`Session::test`) of these bytes, cut into arguments at each space.
+    Test(&'a [u8]),
     /// Feed these bytes, cut as [`pieces`] says.
     Feed {
         /// The bytes.
@@ -62,6 +64,10 @@ impl<'a> Script<'a> {
                 b'C' => {
                     let len = take(1).first().copied().unwrap_or(0);
                     Op::Command(take(usize::from(len)))
+                }
+                b'T' => {
+                    let len = take(1).first().copied().unwrap_or(0);
+                    Op::Test(take(usize::from(len)))
                 }
                 b'E' => Op::Eof,
                 b'A' => Op::Abandon,

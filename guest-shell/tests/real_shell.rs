@@ -107,7 +107,19 @@ impl Guest {
 
     fn run_within(&mut self, cmd: &str, limit: Duration) -> Run {
         let bytes = self.session.command(cmd.as_bytes()).unwrap();
-        self.sock.write_all(&bytes).unwrap();
+        self.finish(&bytes, cmd, limit)
+    }
+
+    /// Runs `test ARGS` in the shell itself ([`Session::test`]).
+    fn test(&mut self, args: &[&str]) -> Run {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let bytes = self.session.test(&args).unwrap();
+        self.finish(&bytes, &format!("test {args:?}"), Duration::from_secs(20))
+    }
+
+    /// Writes the framed `bytes` and collects the command's events.
+    fn finish(&mut self, bytes: &[u8], cmd: &str, limit: Duration) -> Run {
+        self.sock.write_all(bytes).unwrap();
         let deadline = Instant::now() + limit;
         let mut run = Run {
             out: Vec::new(),
@@ -225,6 +237,40 @@ fn exit_status_and_isolation() {
         let r = g.run("if then fi (");
         assert_ne!(r.status, 0, "{sh}");
         ok(g, "echo still here", b"still here\n", sh);
+    });
+}
+
+#[test]
+fn a_test_runs_in_the_shell_itself_whatever_its_arguments_hold() {
+    each_shell(|sh, g| {
+        ok(g, "touch here", b"", sh);
+        let hostile = [
+            "it's",
+            "$(touch pwned)",
+            "`touch pwned`",
+            "a\nb; touch pwned",
+            "' ; touch pwned; '",
+            "\\",
+            "",
+        ];
+        for path in hostile {
+            let r = g.test(&["-e", path]);
+            assert_eq!((r.status, r.out.len()), (1, 0), "{sh}: {path:?}");
+        }
+        let r = g.test(&["-e", "here"]);
+        assert_eq!((r.status, r.out.len()), (0, 0), "{sh}");
+        let r = g.test(&["abc", "=", "abc"]);
+        assert_eq!(r.status, 0, "{sh}");
+        // A bad expression is test's own error (status 2), not the session's.
+        let r = g.test(&["a", "-eq", "b"]);
+        assert!(r.status > 1, "{sh}: {r:?}");
+        ok(g, "test -e pwned || echo clean", b"clean\n", sh);
+        // It started no process: the shell's last background job is forgotten, so an interrupt
+        // cannot stop a process ID the kernel may have handed to someone else.
+        ok(g, "true", b"", sh);
+        g.test(&["-e", "here"]);
+        let r = g.run("echo \"[$vmtd_job]\"");
+        assert_eq!(String::from_utf8_lossy(&r.out), "[]\n", "{sh}");
     });
 }
 

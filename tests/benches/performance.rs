@@ -202,16 +202,24 @@ fn round_trip_row(vm: &Machine, raw: &mut RawShell, guest: &str) -> Row {
 /// steps with a plain sleep; `guest` is appended to each row's name.
 fn wait_rows(driver: &Driver, vm: &Machine, which: &[&str], guest: &str) -> Vec<Row> {
     let stamp = |n: usize| uptime(vm, &format!("/tmp/t-{n}"));
-    // In a second: note the guest's uptime in /tmp/t-N, then make the condition true.
+    // In a second: note the guest's uptime in /tmp/t-N, then make the condition true. Files are
+    // made by the shell's own redirection: `touch` would start a process after the stamp, and its
+    // start (20-40 ms under TCG on bash's guest) would count as the wait's reaction.
+    // The second grows by 100/WAIT_REPEATS ms a repeat: a wait's tries come at fixed times after
+    // it starts, so a fixed delay would meet them at the same phase each time (always just after
+    // a try, or always just before), where a condition of a real test turns true at any phase.
     let later = |n: usize, then: String| {
+        let ms = 1000 + n * 100 / WAIT_REPEATS;
         format!(
-            "( sleep 1; read -r up _ </proc/uptime; echo $up > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &"
+            "( sleep {}.{:03}; read -r up _ </proc/uptime; echo $up > /tmp/t-{n}; {then} ) >/dev/null 2>&1 &",
+            ms / 1000,
+            ms % 1000
         )
     };
     let base = reaction(
         vm,
         &format!("baseline: a plain sleep{guest}"),
-        |n| later(n, format!("touch /tmp/b-{n}")),
+        |n| later(n, format!(": > /tmp/b-{n}")),
         |_| driver.sleep(Duration::from_millis(1100)).unwrap(),
         stamp,
     );
@@ -221,7 +229,7 @@ fn wait_rows(driver: &Driver, vm: &Machine, which: &[&str], guest: &str) -> Vec<
             "wait_until_succeeds" => reaction(
                 vm,
                 "wait_until_succeeds",
-                |n| later(n, format!("touch /tmp/s-{n}")),
+                |n| later(n, format!(": > /tmp/s-{n}")),
                 |n| {
                     vm.wait_until_succeeds(&format!("test -e /tmp/s-{n}"), None)
                         .unwrap();
@@ -231,7 +239,7 @@ fn wait_rows(driver: &Driver, vm: &Machine, which: &[&str], guest: &str) -> Vec<
             "wait_for_file" => reaction(
                 vm,
                 "wait_for_file",
-                |n| later(n, format!("touch /tmp/f-{n}")),
+                |n| later(n, format!(": > /tmp/f-{n}")),
                 |n| vm.wait_for_file(&format!("/tmp/f-{n}"), None).unwrap(),
                 stamp,
             ),

@@ -138,8 +138,13 @@ impl Machine {
     /// ```
     pub fn wait_for_file(&self, path: &str, timeout: Option<Duration>) -> Result<(), Error> {
         let _step = self.step(format!("waiting for file {path}"));
-        let cmd = format!("test -e {}", sh_quote(path));
-        self.until_exit_0(&format!("file {path} to exist"), &cmd, self.limit(timeout))
+        // The shell runs the test itself: a try starts no process in the guest.
+        let what = format!("file {path} to exist");
+        self.retry(&what, self.limit(timeout), |left, last| {
+            let status = self.test_for(&["-e", path], left)?;
+            *last = format!("`test -e {}` exited {status}", sh_quote(path));
+            Ok((status == 0).then_some(()))
+        })
     }
 
     /// Runs `cmd` until it exits 0, within `limit`; the timeout error names `what` and shows the
