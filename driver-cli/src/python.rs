@@ -15,6 +15,7 @@ mod calls;
 mod errors;
 mod interrupts;
 mod machine;
+mod repl;
 mod runtime;
 
 use crate::output::Output;

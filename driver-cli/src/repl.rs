@@ -1,5 +1,6 @@
-//! `--interactive`: a Rhai REPL with the test script's bindings, line editing and history. Machines
-//! start when first used; Ctrl-C interrupts the step in progress and returns to the prompt.
+//! `--interactive`: a REPL with the test script's bindings, line editing and history, for Rhai
+//! ([`run`]) and, through [`session`], for Python (`python::repl`). Machines start when first
+//! used; Ctrl-C interrupts the step in progress and returns to the prompt.
 
 use crate::interact::editor;
 use crate::output::Output;
@@ -12,12 +13,37 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-const PROMPT: &str = "vmtd> ";
-const MORE: &str = "  ... ";
 /// Inputs kept in the history file.
 const HISTORY_LINES: usize = 500;
 /// Typed alone, runs the test script given on the command line.
 const TEST_SCRIPT: &str = "test_script()";
+
+/// A REPL's prompts and where its history is kept.
+pub struct Language {
+    /// The prompt for new input.
+    pub prompt: &'static str,
+    /// The prompt while input reads on.
+    pub more: &'static str,
+    /// The history file's name, in the state directory.
+    pub history: &'static str,
+}
+
+/// Rhai's REPL.
+const RHAI: Language = Language {
+    prompt: "vmtd> ",
+    more: "  ... ",
+    history: "history",
+};
+
+/// What the language made of the input read so far.
+pub enum Entered {
+    /// It stops before its end (an open block): read on.
+    More,
+    /// It ran; its result or error is printed.
+    Ran,
+    /// It asked to leave the REPL.
+    Leave,
+}
 
 /// Reads, evaluates and prints until end of input (Ctrl-D).
 pub fn run(
@@ -27,6 +53,39 @@ pub fn run(
     test_script: Option<&AST>,
     out: &Output,
 ) -> anyhow::Result<()> {
+    session(driver, out, &RHAI, |input| {
+        let text = input.trim();
+        let result = if text.trim_end_matches(';') == TEST_SCRIPT {
+            match test_script {
+                Some(ast) => engine.eval_ast_with_scope::<Dynamic>(scope, ast),
+                None => Err("no test script was given on the command line".into()),
+            }
+        } else {
+            match engine.compile_with_scope(scope, text) {
+                Ok(ast) => engine.eval_ast_with_scope::<Dynamic>(scope, &ast),
+                // An open block or string: read on.
+                Err(e) if incomplete(&e.0) => return Entered::More,
+                Err(e) => Err(e.into()),
+            }
+        };
+        out.clear_status();
+        match result {
+            Ok(v) if v.is_unit() => {}
+            Ok(v) => println!("{v:?}"),
+            Err(e) => eprintln!("error: {}", located("<repl>".as_ref(), &e)),
+        }
+        Entered::Ran
+    })
+}
+
+/// The REPL's loop over `eval`, which gets the input read so far (lines joined by `\n`) and runs
+/// it when it is whole: the prompts, line editing, history, and what signals do.
+pub fn session(
+    driver: &Driver,
+    out: &Output,
+    language: &Language,
+    mut eval: impl FnMut(&str) -> Entered,
+) -> anyhow::Result<()> {
     // At the prompt nothing is in progress, so SIGTERM and SIGHUP (the terminal closed) end the
     // process at once, QEMU and the switches following it by PDEATHSIG; during a step they
     // interrupt it like Ctrl-C, and the session ends after it.
@@ -34,7 +93,7 @@ pub fn run(
     for (sig, code) in [(SIGTERM, 128 + SIGTERM), (SIGHUP, 128 + SIGHUP)] {
         signal_hook::flag::register_conditional_shutdown(sig, code, at_prompt.clone())?;
     }
-    let history = history_file();
+    let history = history_file(language.history);
     let mut lines: Vec<String> = Vec::new();
     if let Some(h) = &history {
         let mut editor = editor(&[])?;
@@ -52,10 +111,14 @@ pub fn run(
         names.join(", ")
     );
     println!("Ctrl-C interrupts a step, Ctrl-D leaves and stops the machines.");
-    let mut buffer = String::new();
+    let mut buffer: Vec<String> = Vec::new();
     loop {
         out.clear_status();
-        let prompt = if buffer.is_empty() { PROMPT } else { MORE };
+        let prompt = if buffer.is_empty() {
+            language.prompt
+        } else {
+            language.more
+        };
         at_prompt.store(true, Ordering::SeqCst);
         // An editor per line: rustyline takes SIGINT over for its editor's lifetime, and Ctrl-C
         // during a step must reach the driver.
@@ -70,9 +133,9 @@ pub fn run(
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         };
-        buffer.push_str(&line);
-        buffer.push('\n');
-        let text = buffer.trim();
+        buffer.push(line);
+        let input = buffer.join("\n");
+        let text = input.trim();
         if text.is_empty() {
             buffer.clear();
             continue;
@@ -82,27 +145,17 @@ pub fn run(
             let over = lines.len().saturating_sub(HISTORY_LINES);
             lines.drain(..over);
         }
-        let result = if text.trim_end_matches(';') == TEST_SCRIPT {
-            match test_script {
-                Some(ast) => engine.eval_ast_with_scope::<Dynamic>(scope, ast),
-                None => Err("no test script was given on the command line".into()),
-            }
-        } else {
-            match engine.compile_with_scope(scope, text) {
-                Ok(ast) => engine.eval_ast_with_scope::<Dynamic>(scope, &ast),
-                // An open block or string: read on.
-                Err(e) if incomplete(&e.0) => continue,
-                Err(e) => Err(e.into()),
-            }
-        };
+        let entered = eval(&input);
+        if matches!(entered, Entered::More) {
+            continue;
+        }
         buffer.clear();
         out.clear_status();
-        match result {
-            Ok(v) if v.is_unit() => {}
-            Ok(v) => println!("{v:?}"),
-            Err(e) => eprintln!("error: {}", located("<repl>".as_ref(), &e)),
+        let signal = driver.take_signal();
+        if matches!(entered, Entered::Leave) {
+            break;
         }
-        match driver.take_signal() {
+        match signal {
             Some(sig) if sig == SIGTERM || sig == SIGHUP => break,
             Some(_) => eprintln!("(interrupted; the machines keep running)"),
             None => {}
@@ -127,13 +180,13 @@ fn incomplete(e: &ParseErrorType) -> bool {
     }
 }
 
-/// `$XDG_STATE_HOME/vm-test-driver/history`, else `~/.local/state/vm-test-driver/history`.
-fn history_file() -> Option<PathBuf> {
+/// `$XDG_STATE_HOME/vm-test-driver/<name>`, else `~/.local/state/vm-test-driver/<name>`.
+fn history_file(name: &str) -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME")?).join(".local/state"),
     };
-    Some(base.join("vm-test-driver/history"))
+    Some(base.join("vm-test-driver").join(name))
 }
 
 #[cfg(test)]

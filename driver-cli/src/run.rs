@@ -110,11 +110,6 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
     let shown = path.as_deref().unwrap_or(Path::new("<repl>"));
     let (t0, outcome, cases, panicked) = match path.as_deref().filter(|p| python::is_python(p)) {
         Some(_) => {
-            if args.interactive {
-                return Err(usage(
-                    "--interactive is not supported for Python test scripts yet",
-                ));
-            }
             let out_dir = match &args.network.output_dir {
                 Some(dir) => dir.clone(),
                 None => std::env::current_dir().map_err(|e| Failure::Setup(e.into()))?,
@@ -126,6 +121,9 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
                 driver.set_global_timeout(t);
                 Instant::now() + t
             });
+            if args.interactive {
+                return leave_repl(&driver, script.interact(&driver, deadline, out));
+            }
             let t0 = Instant::now();
             let python::Outcome {
                 result,
@@ -160,9 +158,7 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
                     path.as_ref().map(|_| &ast),
                     out,
                 );
-                driver.collect_coverage();
-                driver.stop_all();
-                return outcome.map_err(Failure::Setup);
+                return leave_repl(&driver, outcome);
             }
             let t0 = Instant::now();
             // A panic is a bug in the driver, yet the run still ends as any failure does:
@@ -262,6 +258,14 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
         (Err(e), Some(sig)) => Err(Failure::Signal(sig, anyhow::anyhow!(e))),
         (Err(e), None) => Err(Failure::Test(anyhow::anyhow!(e))),
     }
+}
+
+/// Ends a REPL's session: the machines still running are stopped (their coverage copied out
+/// first), as at the end of a run; a REPL writes no report.
+fn leave_repl(driver: &driver::Driver, outcome: anyhow::Result<()>) -> Result<(), Failure> {
+    driver.collect_coverage();
+    driver.stop_all();
+    outcome.map_err(Failure::Setup)
 }
 
 /// When the last start script looks like a test script, says that --start-scripts took it.

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, scratch, state_dir, tiny, BIN};
+use common::{
+    assert_nothing_left, scratch, state_dir, tiny, wait_exit, Running, Seen, BIN, PATIENCE,
+};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -161,5 +164,103 @@ fn the_global_timeout_and_ctrl_c_stop_a_busy_loop() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(err.contains("Interrupted: interrupted by SIGINT"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The binary in `--interactive` mode on `script`, its stdin a pipe the test writes lines into.
+fn repl_on(
+    script: &std::path::Path,
+    tiny: &str,
+) -> (Running, std::process::ChildStdin, Seen, Seen) {
+    let mut child = Command::new(BIN)
+        .args(["--keep-vm-state", "-I", "--start-scripts", tiny, "--"])
+        .arg(script)
+        .current_dir(tests::repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run vm-test-driver");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = Seen::collect(child.stdout.take().unwrap());
+    let stderr = Seen::collect(child.stderr.take().unwrap());
+    (Running(child), stdin, stdout, stderr)
+}
+
+#[test]
+fn the_repl_has_the_scripts_globals_runs_it_and_leaves_on_end_of_input() {
+    let dir = scratch("py-repl");
+    let script = dir.join("test.py");
+    std::fs::write(
+        &script,
+        "log.info(\"the script ran\")\nfrom_script = tiny.succeed(\"echo $((6*7))\").strip()\n",
+    )
+    .unwrap();
+    let (mut child, mut stdin, stdout, stderr) = repl_on(&script, &tiny());
+    // Everything at once: lines are read one at a time, blocks end at a blank line.
+    stdin
+        .write_all(
+            b"x = [m.name for m in machines]\n\
+              x\n\
+              for i in range(2):\n    print('loop', i)\n\n\
+              test_script()\n\
+              print('from the script:', from_script)\n\
+              tiny.succed('true')\n\
+              print(tiny.execute('exit 3'))\n",
+        )
+        .unwrap();
+    drop(stdin);
+    let code = wait_exit(&mut child.0, PATIENCE);
+    let (out, err) = (stdout.text(), stderr.text());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("machines: tiny (not started"), "{out}");
+    assert!(out.contains("['tiny']\nloop 0\nloop 1\n"), "{out}");
+    assert!(out.contains("from the script: 42\n"), "{out}");
+    assert!(out.contains("(3, '')"), "{out}");
+    assert!(err.contains("the script ran"), "{err}");
+    // An error is shown and the session goes on.
+    assert!(
+        err.contains("object has no attribute 'succed'. Did you mean: 'succeed'?"),
+        "{err}"
+    );
+    let state = state_dir(&err);
+    assert_nothing_left(&state);
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_in_the_repl_interrupts_a_driver_call_or_a_loop_and_the_session_goes_on() {
+    let dir = scratch("py-repl-ctrl-c");
+    let script = dir.join("test.py");
+    std::fs::write(&script, "start_all()\n").unwrap();
+    let (mut child, mut stdin, stdout, stderr) = repl_on(&script, &tiny());
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    let sigint = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    stdin.write_all(b"tiny.succeed('sleep 600')\n").unwrap();
+    let at = stderr.wait_for("must succeed: sleep 600", 0);
+    std::thread::sleep(Duration::from_millis(300));
+    sigint();
+    let at = stderr.wait_for("(interrupted; the machines keep running)", at);
+    // Python that computes without calling the driver is interrupted too.
+    stdin.write_all(b"while True:\n    pass\n\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    sigint();
+    let at = stderr.wait_for("(interrupted; the machines keep running)", at);
+    stdin
+        .write_all(b"print('after', tiny.succeed('echo ok').strip())\n")
+        .unwrap();
+    stdout.wait_for("after ok", 0);
+    drop(stdin);
+    let code = wait_exit(&mut child.0, PATIENCE);
+    let err = stderr.text();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err[..at].contains("Interrupted: interrupted by SIGINT"),
+        "{err}"
+    );
+    let state = state_dir(&err);
+    assert_nothing_left(&state);
+    std::fs::remove_dir_all(&state).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
