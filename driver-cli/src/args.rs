@@ -110,7 +110,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "K/N")]
     pub partition: Option<Partition>,
     /// The Rhai test script (a `.py` one: a NixOS Python testScript), or a directory whose `*.rhai`
-    /// files each run in a driver of their own;
+    /// and `*.py` files each run in a driver of their own;
     /// put it after `--` when it follows a list option. [env: testScript]
     pub test_script: Option<PathBuf>,
     #[command(flatten)]

@@ -2,7 +2,7 @@
 //!
 //! `vm-test-driver --start-scripts run-a-vm run-b-vm --vlans 1 2 -- test.rhai` runs a Rhai test script
 //! with every machine as a global (`test.py`: a NixOS Python test script, see `python`); `vm-test-driver exec START_SCRIPT -- COMMAND...` runs commands in
-//! one machine. Given a directory instead of a script, it runs the `*.rhai` files in it, each in a
+//! one machine. Given a directory instead of a script, it runs the `*.rhai` and `*.py` files in it, each in a
 //! child process of its own: `-j N` at once, `--partition K/N` only a deterministic share of them.
 //! It also takes the NixOS test driver's options and environment variables (`nixos_args`), so
 //! nixpkgs' test derivation can run it in place of `nixos-test-driver`.

@@ -27,30 +27,37 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Script {
     path: PathBuf,
-    /// Its file name without `.rhai`: the log prefix, the subdirectory and the JUnit suite name.
+    /// Its file name without `.rhai` or `.py` (the whole name when a script of the other kind
+    /// has the same stem): the log prefix, the subdirectory and the JUnit suite name.
     stem: String,
 }
 
-/// The `*.rhai` files in `dir` (not in subdirectories), sorted by file name.
+/// The suffixes of test scripts: Rhai, and NixOS Python testScripts.
+const SUFFIXES: [&str; 2] = ["rhai", "py"];
+
+/// The `*.rhai` and `*.py` files in `dir` (not in subdirectories), sorted by file name.
 fn collect(dir: &Path) -> anyhow::Result<Vec<Script>> {
     let mut found: Vec<(OsString, PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list the test scripts in {}", dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| (e.file_name(), e.path()))
         .filter(|(name, path)| {
-            Path::new(name).extension() == Some(OsStr::new("rhai")) && path.is_file()
+            let suffix = Path::new(name).extension().and_then(OsStr::to_str);
+            suffix.is_some_and(|s| SUFFIXES.contains(&s)) && path.is_file()
         })
         .collect();
     found.sort();
+    let stem = |path: &Path| path.file_stem().unwrap_or_default().to_owned();
     Ok(found
-        .into_iter()
-        .map(|(_, path)| Script {
-            stem: path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            path,
+        .iter()
+        .map(|(name, path)| {
+            // `web.rhai` and `web.py` would share the stem's output directory and JUnit file.
+            let shared = found.iter().filter(|(_, p)| stem(p) == stem(path)).count() > 1;
+            let shown = if shared { name.clone() } else { stem(path) };
+            Script {
+                stem: shown.to_string_lossy().into_owned(),
+                path: path.clone(),
+            }
         })
         .collect())
 }
@@ -128,7 +135,7 @@ struct Running {
     readers: Vec<JoinHandle<()>>,
 }
 
-/// Runs the `*.rhai` scripts in `dir` (the test script given), the partition's share of them, at
+/// Runs the `*.rhai` and `*.py` scripts in `dir` (the test script given), the partition's share of them, at
 /// most `--jobs` at once, and prints a summary. Exit: 0 all passed, 1 any failed.
 pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
     if args.interactive {
@@ -145,7 +152,7 @@ pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
     let all = collect(dir).map_err(Failure::Setup)?;
     if all.is_empty() {
         return Err(usage(&format!(
-            "{} holds no *.rhai test script",
+            "{} holds no test script (*.rhai, *.py)",
             dir.display()
         )));
     }
@@ -424,15 +431,28 @@ mod tests {
     }
 
     #[test]
-    fn scripts_are_the_rhai_files_sorted_by_name() {
+    fn scripts_are_the_rhai_and_py_files_sorted_by_name() {
         let dir = std::env::temp_dir().join(format!("vmtd-suite-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("sub.rhai")).unwrap();
-        for f in ["b.rhai", "a.rhai", "c.txt", "a.rhai.bak", "B.rhai"] {
+        std::fs::create_dir_all(dir.join("sub.py")).unwrap();
+        for f in [
+            "b.rhai",
+            "a.rhai",
+            "c.txt",
+            "a.rhai.bak",
+            "B.rhai",
+            "d.py",
+            "d.pyc",
+        ] {
             std::fs::write(dir.join(f), "").unwrap();
         }
         let stems: Vec<String> = collect(&dir).unwrap().into_iter().map(|s| s.stem).collect();
+        assert_eq!(stems, ["B", "a", "b", "d"]);
+        // Two kinds of one name keep their suffixes, so their files do not collide.
+        std::fs::write(dir.join("b.py"), "").unwrap();
+        let stems: Vec<String> = collect(&dir).unwrap().into_iter().map(|s| s.stem).collect();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(stems, ["B", "a", "b"]);
+        assert_eq!(stems, ["B", "a", "b.py", "b.rhai", "d"]);
     }
 }

@@ -305,7 +305,7 @@ fn bad_jobs_and_partitions_are_usage_errors_naming_the_value() {
     std::fs::create_dir_all(&empty).unwrap();
     let o = run(&["-j", "2", "--", path(&empty)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("holds no *.rhai test script"));
+    assert!(text(&o.stderr).contains("holds no test script (*.rhai, *.py)"));
     let o = run(&["--interactive", "--", d]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("--interactive takes one test script"));

@@ -264,3 +264,65 @@ fn ctrl_c_in_the_repl_interrupts_a_driver_call_or_a_loop_and_the_session_goes_on
     std::fs::remove_dir_all(&state).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_directory_of_py_and_rhai_scripts_runs_each_in_its_own_driver_with_junit() {
+    let base = scratch("py-suite");
+    let dir = base.join("suite");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.py"),
+        "with subtest(\"echoes\"):\n    assert tiny.succeed(\"echo hi\") == \"hi\\n\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.py"),
+        "with subtest(\"fails\"):\n    tiny.succeed(\"exit 4\")\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("plain.rhai"), "log(\"rhai ran\");\n").unwrap();
+    let junit = base.join("all.xml");
+    let tiny = tiny();
+    let o = run(&[
+        "-j",
+        "2",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--start-scripts",
+        &tiny,
+        "--",
+        dir.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let line = |name: &str| {
+        err.lines()
+            .find(|l| l.contains(&format!("  {name:5}  ")))
+            .unwrap_or_else(|| panic!("no summary line for {name}: {err}"))
+            .to_string()
+    };
+    assert!(line("good").contains("passed"), "{err}");
+    assert!(line("plain").contains("passed"), "{err}");
+    assert!(line("bad").contains("failed (exit status 1)"), "{err}");
+    assert!(err.contains("1 of 3 test scripts failed: bad"), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("[bad] ")
+            && l.contains("command `exit 4` failed (exit code 4)")),
+        "{err}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let suites: Vec<(&str, usize, usize)> = report
+        .test_suites
+        .iter()
+        .map(|s| (s.name.as_str(), s.tests, s.failures))
+        .collect();
+    assert_eq!(
+        suites,
+        [("bad", 1, 1), ("good", 1, 0), ("plain", 1, 0)],
+        "{xml}"
+    );
+    assert!(xml.contains("name=\"fails\""), "{xml}");
+    assert!(xml.contains("name=\"echoes\""), "{xml}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
