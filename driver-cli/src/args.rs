@@ -146,6 +146,28 @@ pub enum Mode {
         /// The output directory of the run.
         output_dir: PathBuf,
     },
+    /// Type-check a Python test script with mypy against the stubs of `test_driver`, its machines
+    /// and VLANs declared as globals first (as nixpkgs checks a testScript).
+    Typecheck {
+        /// The machines' names, each a global `Machine` (separated by spaces or commas).
+        #[arg(long, num_args = 0.., value_delimiter = ',', value_name = "NAME")]
+        vm_names: Vec<String>,
+        /// Instead of --vm-names, name the machines after start scripts `run-<name>-vm`, as a
+        /// run does.
+        #[arg(long, visible_alias = "vm-start-scripts", num_args = 0.., value_name = "SCRIPT")]
+        start_scripts: Vec<PathBuf>,
+        /// VLAN numbers, each a global `vlan<N>`.
+        #[arg(long, num_args = 0.., value_name = "N", value_parser = parse_vlan)]
+        vlans: Vec<u32>,
+        /// The Python test script; put it after `--` when it follows a list option.
+        test_script: PathBuf,
+    },
+    /// Write the type stubs of `test_driver` into DIR/test_driver (`*.pyi`, `py.typed`), for an
+    /// editor (pyright's stubPath) or mypy (MYPYPATH=DIR).
+    Stubs {
+        /// Where the `test_driver` stub package goes.
+        dir: PathBuf,
+    },
     /// Start all machines, print how to reach them, and keep them running until Ctrl-C.
     RunVms {
         #[command(flatten)]

@@ -24,6 +24,7 @@ mod script;
 mod script_error;
 mod setup;
 mod suite;
+mod typecheck;
 
 use args::{Cli, Mode};
 use clap::Parser;
@@ -69,6 +70,14 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(Failure::Setup(e)),
         },
+        Some(Mode::Typecheck {
+            vm_names,
+            start_scripts,
+            vlans,
+            test_script,
+        }) => typecheck::machine_names(&vm_names, &start_scripts)
+            .and_then(|names| typecheck::typecheck(&names, &vlans, &test_script)),
+        Some(Mode::Stubs { dir }) => typecheck::stubs(&dir),
         None => run::run_script(cli.run, out),
     };
     let code = match result {

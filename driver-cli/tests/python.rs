@@ -326,3 +326,57 @@ fn a_directory_of_py_and_rhai_scripts_runs_each_in_its_own_driver_with_junit() {
     assert!(xml.contains("name=\"echoes\""), "{xml}");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn typecheck_passes_a_correct_script_and_names_a_misspelt_method_and_keyword() {
+    let dir = scratch("py-typecheck");
+    let bad = dir.join("bad.py");
+    std::fs::write(
+        &bad,
+        "start_all()\nwith subtest(\"x\"):\n    server.succed(\"true\")\n\
+         client.succeed(\"true\", timout=3)\nvlan1.nr + 1\n",
+    )
+    .unwrap();
+    // The example is correct for its one machine (`machine` too).
+    let o = run(&["typecheck", "--vm-names", "tiny", "--", "examples/hello.py"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("Success: no issues found"), "{out}");
+
+    let o = run(&[
+        "typecheck",
+        "--vm-names",
+        "server,client",
+        "--vlans",
+        "1",
+        "--",
+        bad.to_str().unwrap(),
+    ]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    // mypy's words, at the script's own lines.
+    let shown = bad.to_str().unwrap();
+    assert!(
+        out.contains(&format!(
+            "{shown}:3: error: \"Machine\" has no attribute \"succed\"; maybe \"succeed\"?"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{shown}:4: error: Unexpected keyword argument \"timout\""
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Found 2 errors"), "{out}");
+    assert!(err.contains("does not type-check"), "{err}");
+
+    // The stubs for an editor: a package that type-checks on its own.
+    let stubs = dir.join("stubs");
+    let o = run(&["stubs", stubs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for f in ["py.typed", "machine.pyi", "driver.pyi", "testscript.pyi"] {
+        assert!(stubs.join("test_driver").join(f).is_file(), "{f}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

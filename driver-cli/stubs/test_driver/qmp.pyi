@@ -1,0 +1,10 @@
+"""NixOS's QMP session of a machine (`machine.qmp_client`)."""
+
+import datetime
+from typing import Any
+
+class QMPAPIError(RuntimeError): ...
+
+class QMPSession:
+    def send(self, cmd: str, args: dict[str, Any] = ...) -> dict[str, Any]: ...
+    def wait_for_event(self, timeout: datetime.timedelta = ...) -> dict[str, Any]: ...

@@ -1,0 +1,57 @@
+"""The globals of a NixOS testScript besides its machines and `vlan<N>` (typing only: not
+importable at run time). `vm-test-driver typecheck` declares these, then each machine; in an
+editor, `from test_driver.testscript import *` under `if typing.TYPE_CHECKING:` gives them."""
+
+import os as os
+from contextlib import AbstractContextManager
+from typing import Callable, Protocol, overload
+
+from test_driver.driver import AssertionTester, Driver, PollingConditionContext
+from test_driver.logger import Logger
+from test_driver.machine import BaseMachine as BaseMachine
+from test_driver.machine import Machine as Machine
+from test_driver.machine import retry as retry
+from test_driver.vlan import VLan
+
+start_all: Callable[[], None]
+join_all: Callable[[], None]
+subtest: Callable[[str], AbstractContextManager[None]]
+test_script: Callable[[], None]
+machines: list[Machine]
+machines_qemu: list[Machine]
+machines_nspawn: list[Machine]
+vlans: list[VLan]
+driver: Driver
+log: Logger
+create_machine: _CreateMachine
+polling_condition: _PollingCondition
+serial_stdout_on: Callable[[], None]
+serial_stdout_off: Callable[[], None]
+t: AssertionTester
+
+class _CreateMachine(Protocol):
+    def __call__(
+        self,
+        start_command: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        keep_machine_state: bool = False,
+    ) -> Machine: ...
+
+class _PollingCondition(Protocol):
+    @overload
+    def __call__(
+        self,
+        fun_: Callable[[], bool | None],
+        *,
+        seconds_interval: float = 2.0,
+        description: str | None = None,
+    ) -> PollingConditionContext: ...
+    @overload
+    def __call__(
+        self,
+        fun_: None = None,
+        *,
+        seconds_interval: float = 2.0,
+        description: str | None = None,
+    ) -> Callable[[Callable[[], bool | None]], PollingConditionContext]: ...
