@@ -187,6 +187,25 @@ fn repl_on(
     (Running(child), stdin, stdout, stderr)
 }
 
+/// Ends the REPL's input, which must end the session with exit 0 and nothing of it left running;
+/// removes the run's state and `dir`; returns the REPL's stderr.
+fn leave_repl(
+    mut child: Running,
+    stdin: std::process::ChildStdin,
+    stderr: &Seen,
+    dir: &std::path::Path,
+) -> String {
+    drop(stdin);
+    let code = wait_exit(&mut child.0, PATIENCE);
+    let err = stderr.text();
+    assert_eq!(code, 0, "{err}");
+    let state = state_dir(&err);
+    assert_nothing_left(&state);
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    err
+}
+
 #[test]
 fn the_repl_has_the_scripts_globals_runs_it_and_leaves_on_end_of_input() {
     let dir = scratch("py-repl");
@@ -196,7 +215,7 @@ fn the_repl_has_the_scripts_globals_runs_it_and_leaves_on_end_of_input() {
         "log.info(\"the script ran\")\nfrom_script = tiny.succeed(\"echo $((6*7))\").strip()\n",
     )
     .unwrap();
-    let (mut child, mut stdin, stdout, stderr) = repl_on(&script, &tiny());
+    let (child, mut stdin, stdout, stderr) = repl_on(&script, &tiny());
     // Everything at once: lines are read one at a time, blocks end at a blank line.
     stdin
         .write_all(
@@ -209,10 +228,8 @@ fn the_repl_has_the_scripts_globals_runs_it_and_leaves_on_end_of_input() {
               print(tiny.execute('exit 3'))\n",
         )
         .unwrap();
-    drop(stdin);
-    let code = wait_exit(&mut child.0, PATIENCE);
-    let (out, err) = (stdout.text(), stderr.text());
-    assert_eq!(code, 0, "{out}\n{err}");
+    let err = leave_repl(child, stdin, &stderr, &dir);
+    let out = stdout.text();
     assert!(out.contains("machines: tiny (not started"), "{out}");
     assert!(out.contains("['tiny']\nloop 0\nloop 1\n"), "{out}");
     assert!(out.contains("from the script: 42\n"), "{out}");
@@ -223,10 +240,6 @@ fn the_repl_has_the_scripts_globals_runs_it_and_leaves_on_end_of_input() {
         err.contains("object has no attribute 'succed'. Did you mean: 'succeed'?"),
         "{err}"
     );
-    let state = state_dir(&err);
-    assert_nothing_left(&state);
-    std::fs::remove_dir_all(&state).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -234,7 +247,7 @@ fn ctrl_c_in_the_repl_interrupts_a_driver_call_or_a_loop_and_the_session_goes_on
     let dir = scratch("py-repl-ctrl-c");
     let script = dir.join("test.py");
     std::fs::write(&script, "start_all()\n").unwrap();
-    let (mut child, mut stdin, stdout, stderr) = repl_on(&script, &tiny());
+    let (child, mut stdin, stdout, stderr) = repl_on(&script, &tiny());
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
     let sigint = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     stdin.write_all(b"tiny.succeed('sleep 600')\n").unwrap();
@@ -251,18 +264,11 @@ fn ctrl_c_in_the_repl_interrupts_a_driver_call_or_a_loop_and_the_session_goes_on
         .write_all(b"print('after', tiny.succeed('echo ok').strip())\n")
         .unwrap();
     stdout.wait_for("after ok", 0);
-    drop(stdin);
-    let code = wait_exit(&mut child.0, PATIENCE);
-    let err = stderr.text();
-    assert_eq!(code, 0, "{err}");
+    let err = leave_repl(child, stdin, &stderr, &dir);
     assert!(
         err[..at].contains("Interrupted: interrupted by SIGINT"),
         "{err}"
     );
-    let state = state_dir(&err);
-    assert_nothing_left(&state);
-    std::fs::remove_dir_all(&state).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@ import unittest
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, overload
+from typing import Callable, Protocol, overload
 
 from test_driver.machine import Machine
 from test_driver.vlan import VLan
@@ -25,6 +25,26 @@ class PollingConditionContext:
     ) -> None: ...
     def wait(self, timeout: float = 900) -> None: ...
 
+class PollingConditionFactory(Protocol):
+    """NixOS's `polling_condition`: a decorator, with or without arguments, or a call on a check."""
+
+    @overload
+    def __call__(
+        self,
+        fun_: Callable[[], bool | None],
+        *,
+        seconds_interval: float = 2.0,
+        description: str | None = None,
+    ) -> PollingConditionContext: ...
+    @overload
+    def __call__(
+        self,
+        fun_: None = None,
+        *,
+        seconds_interval: float = 2.0,
+        description: str | None = None,
+    ) -> Callable[[Callable[[], bool | None]], PollingConditionContext]: ...
+
 class Driver:
     out_dir: Path
     vlans: list[VLan]
@@ -42,19 +62,4 @@ class Driver:
         name: str | None = None,
         keep_machine_state: bool = False,
     ) -> Machine: ...
-    @overload
-    def polling_condition(
-        self,
-        fun_: Callable[[], bool | None],
-        *,
-        seconds_interval: float = 2.0,
-        description: str | None = None,
-    ) -> PollingConditionContext: ...
-    @overload
-    def polling_condition(
-        self,
-        fun_: None = None,
-        *,
-        seconds_interval: float = 2.0,
-        description: str | None = None,
-    ) -> Callable[[Callable[[], bool | None]], PollingConditionContext]: ...
+    polling_condition: PollingConditionFactory

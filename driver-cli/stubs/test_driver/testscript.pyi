@@ -4,9 +4,9 @@ editor, `from test_driver.testscript import *` under `if typing.TYPE_CHECKING:` 
 
 import os as os
 from contextlib import AbstractContextManager
-from typing import Callable, Protocol, overload
+from typing import Callable, Protocol
 
-from test_driver.driver import AssertionTester, Driver, PollingConditionContext
+from test_driver.driver import AssertionTester, Driver, PollingConditionFactory
 from test_driver.logger import Logger
 from test_driver.machine import BaseMachine as BaseMachine
 from test_driver.machine import Machine as Machine
@@ -24,7 +24,7 @@ vlans: list[VLan]
 driver: Driver
 log: Logger
 create_machine: _CreateMachine
-polling_condition: _PollingCondition
+polling_condition: PollingConditionFactory
 serial_stdout_on: Callable[[], None]
 serial_stdout_off: Callable[[], None]
 t: AssertionTester
@@ -37,21 +37,3 @@ class _CreateMachine(Protocol):
         name: str | None = None,
         keep_machine_state: bool = False,
     ) -> Machine: ...
-
-class _PollingCondition(Protocol):
-    @overload
-    def __call__(
-        self,
-        fun_: Callable[[], bool | None],
-        *,
-        seconds_interval: float = 2.0,
-        description: str | None = None,
-    ) -> PollingConditionContext: ...
-    @overload
-    def __call__(
-        self,
-        fun_: None = None,
-        *,
-        seconds_interval: float = 2.0,
-        description: str | None = None,
-    ) -> Callable[[Callable[[], bool | None]], PollingConditionContext]: ...
