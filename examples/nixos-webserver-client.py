@@ -1,0 +1,38 @@
+# The seed's webserver/client scenario as a NixOS testScript, on machines built the way NixOS builds a
+# test's machines (the `nixos` guest: run-client-vm is machine 1, run-webserver-vm machine 2, each
+# attaching its own NIC to VLAN 1 from QEMU_VDE_SOCKET_1, both names in every /etc/hosts):
+#   vm-test-driver --start-scripts "$(bash guests/build.sh nixos)" --vlans 1 -- examples/nixos-webserver-client.py
+# examples/nixos-webserver-client.rhai is the same in Rhai.
+import socket
+from urllib.request import urlopen
+
+start_all()
+
+# By name, over VLAN 1; --max-time keeps a fetch over a cut link short.
+fetch = "curl --fail --silent --show-error --max-time 5 http://webserver/"
+
+with subtest("the webserver serves its page"):
+    webserver.wait_for_unit("httpd.service")
+    webserver.wait_for_open_port(80)
+
+with subtest("the client fetches the page over VLAN 1"):
+    page = client.wait_until_succeeds(fetch, timeout=120)
+    assert "Hello from the webserver" in page, f"unexpected page: {page!r}"
+
+with subtest("block cuts the webserver off, unblock brings it back"):
+    webserver.block()
+    client.fail(fetch)
+    webserver.unblock()
+    client.wait_until_succeeds(fetch, timeout=120)
+
+with subtest("forward_port makes the server reachable from the host"):
+    # A port no other process of the host holds right now.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    webserver.forward_port(port, 80)
+    page = urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+    assert "Hello from the webserver" in page, f"unexpected page: {page!r}"
+
+client.shutdown()
+webserver.shutdown()
