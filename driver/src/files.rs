@@ -16,10 +16,30 @@ impl Machine {
     /// # }
     /// ```
     pub fn copy_from_host(&self, source: &Path, target: &str) -> Result<(), Error> {
-        let bytes = std::fs::read(source).map_err(|e| Error::Io {
+        let io = |e| Error::Io {
             what: format!("reading {}", source.display()),
             source: e,
-        })?;
+        };
+        if source.is_dir() {
+            // A directory is copied whole, as NixOS's `cp -r` does: its tree under `target`.
+            self.succeed(format!("mkdir -p -- {}", sh_quote(target)).as_str())?;
+            let mut entries: Vec<_> = std::fs::read_dir(source)
+                .map_err(io)?
+                .collect::<Result<_, _>>()
+                .map_err(io)?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let name = entry.file_name();
+                let inner = format!(
+                    "{}/{}",
+                    target.trim_end_matches('/'),
+                    name.to_string_lossy()
+                );
+                self.copy_from_host(&entry.path(), &inner)?;
+            }
+            return Ok(());
+        }
+        let bytes = std::fs::read(source).map_err(io)?;
         self.write_file(target, &bytes)
     }
 
@@ -78,5 +98,50 @@ impl Machine {
             });
         }
         Ok(out)
+    }
+
+    /// Copies the guest's file or directory `source` to `target` on the host (a directory's tree
+    /// is copied whole, its files' bytes as they are; symbolic links and special files are left
+    /// out). Parents of `target` are created.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.copy_tree_from_vm("/var/log", std::path::Path::new("out/guest-logs"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn copy_tree_from_vm(&self, source: &str, target: &Path) -> Result<(), Error> {
+        let io = |e| Error::Io {
+            what: format!("writing {}", target.display()),
+            source: e,
+        };
+        let quoted = sh_quote(source);
+        let (is_dir, _) = self.execute(&format!("test -d {quoted}"))?;
+        if is_dir != 0 {
+            let bytes = self.copy_from_vm(source)?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            return std::fs::write(target, bytes).map_err(io);
+        }
+        // NUL-separated: file names may hold newlines.
+        let list = |kind: &str| -> Result<Vec<String>, Error> {
+            let out =
+                self.succeed(format!("cd -- {quoted} && find . -type {kind} -print0").as_str())?;
+            Ok(out
+                .split('\0')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .map(|p| p.trim_start_matches("./").to_string())
+                .collect())
+        };
+        std::fs::create_dir_all(target).map_err(io)?;
+        for dir in list("d")? {
+            std::fs::create_dir_all(target.join(&dir)).map_err(io)?;
+        }
+        for file in list("f")? {
+            let bytes = self.copy_from_vm(&format!("{}/{file}", source.trim_end_matches('/')))?;
+            std::fs::write(target.join(&file), bytes).map_err(io)?;
+        }
+        Ok(())
     }
 }
