@@ -4,7 +4,8 @@
 use crate::core::Core;
 use crate::machine::{Driver, Hooks, Machine};
 use crate::settings::{Options, MAX_OUTPUT, TCG_TIMEOUT_FACTOR};
-use crate::{Accel, AccelChoice, Activity, Error, RunRecord, StartCommand};
+use crate::vlan::VlanInfo;
+use crate::{Accel, AccelChoice, Activity, Error, RunRecord, StartCommand, Step};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -260,6 +261,39 @@ impl Driver {
         self.core.borrow_mut().ensure_switch(number)
     }
 
+    /// The VLANs whose switches run, by number: each with its switch's socket directory (what
+    /// NixOS start scripts read from `QEMU_VDE_SOCKET_<n>`) and process id.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// driver.add_vlan(1)?;
+    /// for v in driver.vlans() {
+    ///     println!("vlan {}: {} (pid {})", v.number, v.socket_dir.display(), v.pid);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn vlans(&self) -> Vec<VlanInfo> {
+        let core = self.core.borrow();
+        let mut all: Vec<VlanInfo> = core.switches.iter().map(|s| s.info()).collect();
+        all.sort_by_key(|v| v.number);
+        all
+    }
+
+    /// The directory shared with every guest (`SHARED_DIR`, NixOS's `shared_dir`), created if
+    /// needed.
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) -> Result<(), driver::Error> {
+    /// std::fs::write(driver.shared_dir()?.join("hello"), "hi").unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shared_dir(&self) -> Result<std::path::PathBuf, Error> {
+        let core = self.core.borrow();
+        core.root.shared_dir().map_err(Error::Setup)
+    }
+
     /// Starts every machine that is not running, without waiting for them to boot.
     ///
     /// ```no_run
@@ -296,9 +330,26 @@ impl Driver {
     /// # }
     /// ```
     pub fn nested<T>(&self, label: &str, f: impl FnOnce() -> T) -> T {
-        log::info!("{label}");
-        let _step = self.activity().enter(label.to_string());
+        let _step = self.enter_step(label);
         f()
+    }
+
+    /// Enters a labelled step that lasts until the returned guard is dropped: [`nested`]
+    /// for a front end whose block cannot be a closure (Python's `with subtest(…)`). Logs its
+    /// start; the guard logs its end with the time it took, and ends any step entered after it.
+    ///
+    /// [`nested`]: Driver::nested
+    ///
+    /// ```no_run
+    /// # fn demo(driver: &driver::Driver) {
+    /// let step = driver.enter_step("subtest: the server answers");
+    /// // … the block's calls, recorded inside the step …
+    /// drop(step);
+    /// # }
+    /// ```
+    pub fn enter_step(&self, label: &str) -> Step {
+        log::info!("{label}");
+        self.activity().enter(label.to_string())
     }
 
     /// The steps in progress, shareable with another thread (a terminal status line).

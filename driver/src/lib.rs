@@ -96,10 +96,11 @@ pub use event_loop::{QmpEvent, EVENTS_KEPT as QMP_EVENTS_KEPT};
 pub use keys::DEFAULT_KEY_DELAY;
 pub use machine::{Driver, Machine};
 pub use network::LinkQuality;
-pub use polling::CheckResult;
-pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, StartCommand};
+pub use polling::{CheckResult, PollingGuard};
+pub use qemu_proc::{Accel, AccelChoice, BuiltinVm, MachinePaths, StartCommand};
 pub use record::{ConsoleLine, MachineEvent, MachineRecord, RunRecord, StepRecord};
 pub use screen::Screen;
 /// The JSON crate of QMP values ([`Machine::qmp_command`]), for `serde_json::json!` and `Value`.
 pub use serde_json;
 pub use settings::{Options, DEFAULT_TIMEOUT, MAX_OUTPUT, TCG_TIMEOUT_FACTOR};
+pub use vlan::VlanInfo;

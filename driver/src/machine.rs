@@ -154,6 +154,22 @@ impl Machine {
             })
     }
 
+    /// Where the machine's files are: its state directory, its monitor, shell and QMP sockets,
+    /// and the directory shared with guests (NixOS's `state_dir`, `monitor_path`, …); the
+    /// directories are created if needed.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// println!("monitor socket: {}", vm.paths()?.monitor.display());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn paths(&self) -> Result<qemu_proc::MachinePaths, Error> {
+        let state = self.state_dir()?;
+        let shared = self.core.borrow().root.shared_dir().map_err(Error::Setup)?;
+        Ok(qemu_proc::MachinePaths::new(state, shared))
+    }
+
     /// Logs `what` this machine starts doing and makes it the innermost step until the guard drops.
     pub(crate) fn step(&self, what: String) -> Step {
         log::info!("{}: {what}", self.name);

@@ -20,6 +20,17 @@ const MGMT_REPLY: Duration = Duration::from_secs(5);
 /// Ports of a VLAN's switch: port `n` is machine number `n`'s link.
 const SWITCH_PORTS: &str = "300";
 
+/// A running VLAN switch, as [`crate::Driver::vlans`] lists it (NixOS's `VLan`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlanInfo {
+    /// The VLAN's number (1..=255).
+    pub number: u32,
+    /// The switch's socket directory (`vde<n>.ctl` in the run's state directory).
+    pub socket_dir: PathBuf,
+    /// The `vde_switch` process's id.
+    pub pid: i32,
+}
+
 /// A VLAN's switch. Dropping it stops the switch.
 pub(crate) struct Switch {
     pub(crate) number: u32,
@@ -152,6 +163,15 @@ impl Switch {
             segments: vec![0],
             _process: process,
         })
+    }
+
+    /// What [`crate::Driver::vlans`] tells of this switch.
+    pub(crate) fn info(&self) -> VlanInfo {
+        VlanInfo {
+            number: self.number,
+            socket_dir: self.socket_dir.clone(),
+            pid: self._process._child.pid(),
+        }
     }
 
     /// Puts `port` into `segment`: ports hear only ports of the same segment.
