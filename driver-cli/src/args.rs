@@ -96,6 +96,11 @@ pub struct RunArgs {
     /// report under OUTPUT_DIR/coverage (needs --output-dir).
     #[arg(long)]
     pub coverage_report: bool,
+    /// Let Python scripts read the screen by OCR (`get_screen_text`, `wait_for_text`), as NixOS's
+    /// `enableOCR = true` does; without it they raise "OCR requested but enableOCR is false".
+    /// [env: enableOCR]
+    #[arg(long)]
+    pub enable_ocr: bool,
     /// Start a REPL with the script's bindings instead of running the script (`test_script()` runs it).
     #[arg(long, short = 'I', overrides_with = "no_interactive")]
     pub interactive: bool,

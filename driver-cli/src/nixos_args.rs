@@ -76,6 +76,9 @@ pub fn resolve(args: &mut RunArgs, env: Env) -> Result<(), Failure> {
     if args.test_script.is_none() {
         args.test_script = env("testScript").map(PathBuf::from);
     }
+    if !args.enable_ocr {
+        args.enable_ocr = env("enableOCR").is_some_and(|v| matches!(v.trim(), "1" | "true"));
+    }
     if args.global_timeout.is_none() {
         if let Some(t) = env("globalTimeout") {
             let t = t.trim().parse::<f64>().map_err(|_| {
@@ -503,5 +506,21 @@ mod tests {
             "t.rhai",
         ]);
         assert_eq!(a.test_script.as_deref(), Some(Path::new("t.rhai")));
+    }
+
+    #[test]
+    fn ocr_is_enabled_by_the_flag_or_nixos_enable_ocr() {
+        assert!(!ok(&["t.py"]).enable_ocr);
+        assert!(ok(&["--enable-ocr", "t.py"]).enable_ocr);
+        assert!(
+            resolved(&["t.py"], &[("enableOCR", "1")])
+                .unwrap()
+                .enable_ocr
+        );
+        assert!(
+            !resolved(&["t.py"], &[("enableOCR", "")])
+                .unwrap()
+                .enable_ocr
+        );
     }
 }

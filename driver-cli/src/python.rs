@@ -21,13 +21,13 @@ mod runtime;
 use crate::output::Output;
 use crate::script::Case;
 use driver::Driver;
-use errors::{describe, locate, log_traceback, syntax_error};
+use errors::{describe, locate, log_traceback, subtest_failure, syntax_error};
 use pyo3::prelude::*;
 use pyo3::types::{PyCode, PyCodeInput, PyCodeMethods, PyDict, PyList, PyModule};
 use std::ffi::CString;
 use std::path::Path;
 
-pub use machine::PyMachine;
+pub use machine::{MachineEnv, PyMachine};
 use runtime::Runtime;
 
 /// The Python glue: `test_driver` and its modules, the script's globals.
@@ -64,6 +64,7 @@ impl Script {
         shown: &Path,
         source: &str,
         out_dir: &Path,
+        ocr: bool,
         out: &'static Output,
     ) -> anyhow::Result<Script> {
         Python::initialize();
@@ -75,16 +76,13 @@ impl Script {
             })?;
             let code = PyCode::compile(py, &text, &filename, PyCodeInput::File)
                 .map_err(|e| syntax_error(py, &e, &shown_str))?;
-            let runtime = Py::new(
-                py,
-                Runtime::new(
-                    driver.clone(),
-                    shown_str.clone(),
-                    out_dir.to_path_buf(),
-                    out,
-                ),
-            )?;
-            let globals = globals(py, driver, &runtime, &shown_str, out_dir).map_err(|e| {
+            let env = MachineEnv {
+                driver: driver.clone(),
+                out_dir: out_dir.to_path_buf(),
+                ocr,
+            };
+            let runtime = Py::new(py, Runtime::new(env.clone(), shown_str.clone(), out))?;
+            let globals = globals(py, &env, &runtime, &shown_str).map_err(|e| {
                 anyhow::anyhow!("cannot set up Python's globals: {}", describe(py, &e))
             })?;
             Ok(Script {
@@ -114,6 +112,8 @@ impl Script {
             match result {
                 Ok(_) => (Ok(()), false),
                 Err(e) => {
+                    // A failed subtest leaves as SystemExit (NixOS's way), the failure inside.
+                    let e = subtest_failure(py, e);
                     let panicked = e.is_instance_of::<pyo3::panic::PanicException>(py);
                     log_traceback(py, &e);
                     (Err(locate(py, &e, &self.shown, "")), panicked)
@@ -132,10 +132,9 @@ impl Script {
 /// The script's globals: the prelude's `test_symbols()` over the driver's machines.
 fn globals<'py>(
     py: Python<'py>,
-    driver: &Driver,
+    env: &MachineEnv,
     runtime: &Py<Runtime>,
     shown: &str,
-    out_dir: &Path,
 ) -> PyResult<Bound<'py, PyDict>> {
     let sys = py.import("sys")?;
     sys.setattr("argv", [shown])?;
@@ -143,8 +142,8 @@ fn globals<'py>(
     vmtd.add_class::<PyMachine>()?;
     vmtd.add("runtime", runtime.clone_ref(py))?;
     let machines = PyList::empty(py);
-    for m in driver.machines() {
-        machines.append(Py::new(py, PyMachine::new(m, out_dir.to_path_buf()))?)?;
+    for m in env.driver.machines() {
+        machines.append(Py::new(py, PyMachine::new(m, env.clone()))?)?;
     }
     vmtd.add("machines", machines)?;
     sys.getattr("modules")?.set_item("_vmtd", &vmtd)?;

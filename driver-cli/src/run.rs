@@ -114,8 +114,9 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
                 Some(dir) => dir.clone(),
                 None => std::env::current_dir().map_err(|e| Failure::Setup(e.into()))?,
             };
-            let script = python::Script::compile(&driver, shown, &source, &out_dir, out)
-                .map_err(Failure::Setup)?;
+            let script =
+                python::Script::compile(&driver, shown, &source, &out_dir, args.enable_ocr, out)
+                    .map_err(Failure::Setup)?;
             let deadline = args.global_timeout.map(|t| {
                 let t = Duration::from_secs_f64(t);
                 driver.set_global_timeout(t);

@@ -73,6 +73,11 @@ pub fn network_driver(net: &Network, out: &'static Output) -> Result<Driver, Fai
             scripts.len()
         )));
     }
+    // The VLANs run from the start, machines or not, as NixOS's driver starts them (a script's
+    // `vlans` lists them).
+    for &n in &net.vlans {
+        driver.add_vlan(n).map_err(setup_error)?;
+    }
     for (i, s) in scripts.into_iter().enumerate() {
         // Caught here, a missing script is a setup error (exit 2), not a failure of the test.
         if !s.is_file() {

@@ -18,7 +18,8 @@ pub fn call<T>(py: Python<'_>, f: impl FnOnce() -> Result<T, driver::Error>) -> 
 /// object Python holds is an `unsendable` class, which PyO3 refuses to touch from any thread but
 /// the one that made it (it raises instead). `f` only ever holds driver handles and plain values,
 /// never a `Python` token or a `Bound` (the callers in this module pass driver calls), so it
-/// touches no Python object without the GIL.
+/// touches no Python object without the GIL; a callback the driver makes from inside `f` (a QMP
+/// event filter, a polling condition) takes the GIL back with `Python::attach` first.
 pub fn unlocked<T>(py: Python<'_>, f: impl FnOnce() -> T) -> T {
     /// Carries the closure, and its result back, across `detach`'s `Send` bound.
     struct SameThread<T>(T);

@@ -66,6 +66,22 @@ pub fn locate(py: Python<'_>, e: &PyErr, shown: &str, what: &str) -> String {
     }
 }
 
+/// The exception inside `e` when `e` is the prelude's `SubtestFailed` (the `SystemExit` a failed
+/// subtest leaves by, as NixOS's logger exits), else `e`: the run's error names the real failure.
+pub fn subtest_failure(py: Python<'_>, e: PyErr) -> PyErr {
+    let inner = py
+        .import("test_driver")
+        .and_then(|m| m.getattr("SubtestFailed"))
+        .ok()
+        .filter(|class| e.value(py).is_instance(class).unwrap_or(false))
+        .and_then(|_| e.value(py).getattr("error").ok())
+        .filter(|inner| !inner.is_none());
+    match inner {
+        Some(inner) => PyErr::from_value(inner),
+        None => e,
+    }
+}
+
 /// Logs the traceback Python would print.
 pub fn log_traceback(py: Python<'_>, e: &PyErr) {
     let Ok(lines) = py
@@ -127,6 +143,10 @@ fn nixos_words(e: &driver::Error) -> Option<(&'static str, String)> {
             format!("action timed out after {:.1} seconds", after.as_secs_f64()),
         )),
         Interrupted { .. } => Some(("Interrupted", e.to_string())),
+        PollingConditionFailed { name, .. } => Some((
+            "PollingConditionError",
+            format!("Polling condition failed: {name}"),
+        )),
         NotRunning(..) | MachineGone { .. } | ShellLost { .. } => {
             Some(("MachineError", e.to_string().lines().next()?.to_string()))
         }

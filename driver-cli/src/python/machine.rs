@@ -1,14 +1,27 @@
 //! Python's `Machine`: NixOS's methods, with their signatures, keyword arguments and return
 //! values, each a call into `driver::Machine` with the GIL released.
 
-use super::calls::call;
-use super::errors::driver_error;
-use driver::Machine;
+use super::calls::{call, unlocked};
+use super::errors::{driver_error, raise};
+use crate::interact::{interact, Target};
+use driver::{Driver, Machine};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// What every machine of a Python run shares: the driver, where files go, whether OCR may run.
+#[derive(Clone)]
+pub struct MachineEnv {
+    /// The run's driver.
+    pub driver: Driver,
+    /// NixOS's `out_dir`: `copy_from_vm` and screenshots write here.
+    pub out_dir: PathBuf,
+    /// `--enable-ocr` (NixOS's `enableOCR`): without it, OCR raises as NixOS's driver does.
+    pub ocr: bool,
+}
 
 /// Seconds as a timeout; what is not a non-negative number counts as none given.
 fn secs(t: Option<f64>) -> Option<Duration> {
@@ -33,13 +46,35 @@ fn tty_number(v: &Bound<'_, PyAny>) -> PyResult<u32> {
 #[pyclass(unsendable, name = "Machine", module = "test_driver.machine")]
 pub struct PyMachine {
     m: Machine,
-    out_dir: PathBuf,
+    env: MachineEnv,
 }
 
 impl PyMachine {
-    /// `m` for Python; `copy_from_vm` writes under `out_dir`.
-    pub fn new(m: Machine, out_dir: PathBuf) -> Self {
-        PyMachine { m, out_dir }
+    /// `m` for Python, in the run `env` describes.
+    pub fn new(m: Machine, env: MachineEnv) -> Self {
+        PyMachine { m, env }
+    }
+
+    /// NixOS's error when a script asks for OCR without `enableOCR`.
+    fn require_ocr(&self, py: Python<'_>) -> PyResult<()> {
+        match self.env.ocr {
+            true => Ok(()),
+            false => Err(raise(
+                py,
+                "MachineError",
+                "OCR requested but enableOCR is false (pass --enable-ocr, or set enableOCR=1)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// One of the machine's paths, as NixOS gives it: a `pathlib.Path`.
+    fn path(
+        &self,
+        py: Python<'_>,
+        pick: impl FnOnce(driver::MachinePaths) -> PathBuf,
+    ) -> PyResult<PathBuf> {
+        call(py, || self.m.paths()).map(pick)
     }
 
     /// Runs each command within `timeout`, each checked by `ok` (NixOS's `succeed`/`fail` with a
@@ -84,6 +119,42 @@ impl PyMachine {
     #[getter]
     fn connected(&self) -> bool {
         self.m.is_up()
+    }
+
+    /// The machine's state directory (`vm-state-<name>`).
+    #[getter]
+    fn state_dir(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        self.path(py, |p| p.state_dir)
+    }
+
+    /// The directory shared with the guests (`SHARED_DIR`).
+    #[getter]
+    fn shared_dir(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        self.path(py, |p| p.shared_dir)
+    }
+
+    /// QEMU's HMP monitor socket.
+    #[getter]
+    fn monitor_path(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        self.path(py, |p| p.monitor)
+    }
+
+    /// The backdoor shell's socket.
+    #[getter]
+    fn shell_path(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        self.path(py, |p| p.shell)
+    }
+
+    /// QEMU's QMP socket.
+    #[getter]
+    fn qmp_path(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        self.path(py, |p| p.qmp)
+    }
+
+    /// Where the run's files go (NixOS's `out_dir`).
+    #[getter]
+    fn out_dir(&self) -> PathBuf {
+        self.env.out_dir.clone()
     }
 
     fn is_up(&self) -> bool {
@@ -143,8 +214,100 @@ impl PyMachine {
         call(py, || self.m.unblock())
     }
 
+    /// NixOS's `send_monitor_command`: the monitor's reply up to and including its next prompt
+    /// (`(qemu) `), as NixOS reads it off the socket; the driver's codec takes the prompt off.
     fn send_monitor_command(&self, py: Python<'_>, command: &str) -> PyResult<String> {
-        call(py, || self.m.send_monitor_command(command))
+        call(py, || self.m.send_monitor_command(command)).map(|reply| reply + "(qemu) ")
+    }
+
+    /// NixOS's `shell_interact()`: lines typed on the terminal run in the backdoor root shell
+    /// until end of input. Without a terminal on stdin (an unattended run) it returns at once.
+    #[pyo3(signature = (address=None))]
+    fn shell_interact(&self, py: Python<'_>, address: Option<&str>) -> PyResult<()> {
+        if let Some(address) = address {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "shell_interact(address={address:?}): only the terminal is supported here, \
+                 not a socat address"
+            )));
+        }
+        self.interact(py, Target::Shell)
+    }
+
+    /// NixOS's `console_interact()`: lines typed on the terminal go to the serial console until
+    /// end of input. Without a terminal on stdin it returns at once.
+    fn console_interact(&self, py: Python<'_>) -> PyResult<()> {
+        self.interact(py, Target::Console)
+    }
+
+    /// The QMP command `command` with `arguments` (a dict, or `None`): its `return` value.
+    /// `QMPAPIError` when QEMU answers with an error, as NixOS's `qmp_client.send` raises it.
+    #[pyo3(signature = (command, arguments=None))]
+    fn qmp_command(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        arguments: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let args = match arguments.filter(|a| !a.is_none()) {
+            Some(a) => Some(to_json(py, &a)?),
+            None => None,
+        };
+        match unlocked(py, || self.m.qmp_command(command, args)) {
+            Ok(v) => from_json(py, &v),
+            Err(e) => match e.cause() {
+                driver::Error::QmpCommandFailed { class, desc, .. } => {
+                    let message = serde_json::json!({"error": {"class": class, "desc": desc}});
+                    let class = py
+                        .import("test_driver.machine.qmp")?
+                        .getattr("QMPAPIError")?;
+                    Err(PyErr::from_value(class.call1((from_json(py, &message)?,))?))
+                }
+                _ => Err(driver_error(py, e)),
+            },
+        }
+    }
+
+    /// NixOS's `wait_for_qmp_event(event_filter, timeout=600)`: the first QMP event (a dict with
+    /// `event`, `data`, `timestamp`) `event_filter` accepts. Events are the driver's (see
+    /// `driver::Machine::wait_for_qmp_event`): those not looked at by an earlier wait come first.
+    #[pyo3(signature = (event_filter, timeout=600.0))]
+    fn wait_for_qmp_event(
+        &self,
+        py: Python<'_>,
+        event_filter: Py<PyAny>,
+        timeout: f64,
+    ) -> PyResult<Py<PyAny>> {
+        // The filter's exception ends the wait (the filter says yes) and is raised here.
+        let mut raised: Option<PyErr> = None;
+        let got = {
+            let raised = std::cell::RefCell::new(&mut raised);
+            unlocked(py, || {
+                self.m.wait_for_qmp_event(
+                    |e| {
+                        Python::attach(|py| {
+                            let event = event_dict(py, e)?;
+                            event_filter.call1(py, (event,))?.bind(py).is_truthy()
+                        })
+                        .unwrap_or_else(|err| {
+                            **raised.borrow_mut() = Some(err);
+                            true
+                        })
+                    },
+                    secs(Some(timeout)),
+                )
+            })
+        };
+        if let Some(err) = raised {
+            return Err(err);
+        }
+        match got {
+            Ok(e) => event_dict(py, &e),
+            Err(e) if matches!(e.cause(), driver::Error::Timeout { .. }) => {
+                let message = format!("{:#}", anyhow::Error::from(e));
+                Err(raise(py, "QMPEventTimeout", message))
+            }
+            Err(e) => Err(driver_error(py, e)),
+        }
     }
 
     #[pyo3(signature = (host_port=8080, guest_port=80))]
@@ -228,6 +391,14 @@ impl PyMachine {
                 .and_then(|m| m.getattr("MachineError"))
                 .is_ok_and(|c| e.value(py).is_instance(&c).unwrap_or(false))
         };
+        if let Ok((2, _)) = &got {
+            // Status 2 is also the shell's for a command it cannot parse; NixOS's `execute`
+            // raises then (its bash's message reaches the script), so check with the host's bash.
+            if let Some(said) = syntax_error(command) {
+                let message = format!("command `{command}` is not valid shell syntax: {said}");
+                return Err(raise(py, "TestScriptError", message));
+            }
+        }
         match (check_return, check_output, got) {
             (_, false, Ok(_)) => Ok((-2, String::new())),
             (false, _, Ok((_, out))) => Ok((-1, out)),
@@ -309,9 +480,35 @@ impl PyMachine {
         }
     }
 
+    /// NixOS's `require_unit_state`, failing in NixOS's words (scripts match on them, typo
+    /// included) with the driver's explanation after them.
     #[pyo3(signature = (unit, require_state="active"))]
     fn require_unit_state(&self, py: Python<'_>, unit: &str, require_state: &str) -> PyResult<()> {
-        call(py, || self.m.require_unit_state(unit, require_state))
+        let e = match unlocked(py, || self.m.require_unit_state(unit, require_state)) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let now = match e.cause() {
+            driver::Error::UnitFailed { status, .. } => status
+                .strip_prefix(&format!("expected {require_state}, it is "))
+                .map(|rest| rest.lines().next().unwrap_or_default().to_string()),
+            _ => None,
+        };
+        match now {
+            Some(now) => {
+                let full = format!("{:#}", anyhow::Error::from(e));
+                let first = format!(
+                    "Expected unit '{unit}' to to be in state '{require_state}' but it is in \
+                     state '{now}'"
+                );
+                Err(raise(
+                    py,
+                    "RequestedAssertionFailed",
+                    format!("{first}\n{full}"),
+                ))
+            }
+            None => Err(driver_error(py, e)),
+        }
     }
 
     #[pyo3(signature = (jobname, user=None))]
@@ -387,6 +584,7 @@ impl PyMachine {
         })
     }
 
+    /// NixOS's `copy_from_host`: a file or a directory (copied whole) into the guest.
     fn copy_from_host(&self, py: Python<'_>, source: PathBuf, target: &str) -> PyResult<()> {
         call(py, || self.m.copy_from_host(&source, target))
     }
@@ -400,21 +598,20 @@ impl PyMachine {
         call(py, || self.m.copy_from_host(&source, target))
     }
 
-    /// NixOS's `copy_from_vm(source, target_dir="")`: the file into the output directory's
-    /// `target_dir`, under its own name.
-    #[pyo3(signature = (source, target_dir=""))]
-    fn copy_from_vm(&self, py: Python<'_>, source: &str, target_dir: &str) -> PyResult<()> {
-        let bytes = call(py, || self.m.copy_from_vm(source))?;
+    /// NixOS's `copy_from_vm(source, target_dir="")`: the file or directory (copied whole)
+    /// into the output directory's `target_dir` (an absolute one stands alone), under its own
+    /// name.
+    #[pyo3(signature = (source, target_dir=PathBuf::new()))]
+    fn copy_from_vm(&self, py: Python<'_>, source: &str, target_dir: PathBuf) -> PyResult<()> {
         let name = Path::new(source).file_name().unwrap_or_default();
-        let dir = self.out_dir.join(target_dir);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join(name), bytes))
-            .map_err(|e| {
-                pyo3::exceptions::PyOSError::new_err(format!(
-                    "copy_from_vm: cannot write {source} into {}: {e}",
-                    dir.display()
-                ))
-            })
+        let target = self.env.out_dir.join(target_dir).join(name);
+        call(py, || self.m.copy_tree_from_vm(source, &target))
+    }
+
+    /// NixOS's `copy_from_machine`, the name `copy_from_vm` has there now.
+    #[pyo3(signature = (source, target_dir=PathBuf::new()))]
+    fn copy_from_machine(&self, py: Python<'_>, source: &str, target_dir: PathBuf) -> PyResult<()> {
+        self.copy_from_vm(py, source, target_dir)
     }
 
     // Consoles, terminals, keys, screen.
@@ -475,15 +672,18 @@ impl PyMachine {
     }
 
     fn get_screen_text(&self, py: Python<'_>) -> PyResult<String> {
+        self.require_ocr(py)?;
         call(py, || self.m.get_screen_text())
     }
 
     fn get_screen_text_variants(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.require_ocr(py)?;
         call(py, || self.m.get_screen_text_variants())
     }
 
     #[pyo3(signature = (regex, timeout=900.0))]
     fn wait_for_text(&self, py: Python<'_>, regex: &str, timeout: f64) -> PyResult<()> {
+        self.require_ocr(py)?;
         call(py, || self.m.wait_for_text(regex, secs(Some(timeout))))
     }
 
@@ -503,5 +703,70 @@ impl PyMachine {
     #[pyo3(signature = (regexp, timeout=900.0))]
     fn wait_for_window(&self, py: Python<'_>, regexp: &str, timeout: f64) -> PyResult<()> {
         call(py, || self.m.wait_for_window(regexp, secs(Some(timeout))))
+    }
+}
+
+impl PyMachine {
+    /// `shell_interact` / `console_interact`: the driver-cli's line loop, when stdin is a
+    /// terminal (a run without one, as under CI, must not wait for input that never comes).
+    fn interact(&self, py: Python<'_>, target: Target) -> PyResult<()> {
+        if !std::io::stdin().is_terminal() {
+            self.m
+                .log("not interacting: stdin is not a terminal (an unattended run)");
+            return Ok(());
+        }
+        unlocked(py, || interact(&self.env.driver, &self.m, target))
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{e:#}")))
+    }
+}
+
+/// What the host's bash says of `command`'s syntax (`bash -n`), when it cannot parse it; `None`
+/// when it can, or when there is no bash to ask.
+fn syntax_error(command: &str) -> Option<String> {
+    let out = std::process::Command::new("bash")
+        .args(["-n", "-c", command])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    (!out.status.success() && said.contains("syntax error")).then(|| said.trim().to_string())
+}
+
+/// A Python value (a dict of QMP arguments) as JSON, through Python's `json`.
+fn to_json(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    let text: String = py.import("json")?.call_method1("dumps", (v,))?.extract()?;
+    serde_json::from_str(&text)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("not JSON: {e}")))
+}
+
+/// A JSON value as Python's `json.loads` gives it.
+fn from_json(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<PyAny>> {
+    let loaded = py.import("json")?.call_method1("loads", (v.to_string(),))?;
+    Ok(loaded.unbind())
+}
+
+/// A QMP event as NixOS hands it to filters: QEMU's own message (`event`, `data`, `timestamp`).
+fn event_dict(py: Python<'_>, e: &driver::QmpEvent) -> PyResult<Py<PyAny>> {
+    let since = e.timestamp.and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+    let (seconds, micros) = since.map_or((-1, -1), |d| {
+        (d.as_secs() as i64, i64::from(d.subsec_micros()))
+    });
+    let message = serde_json::json!({
+        "event": e.name,
+        "data": e.data,
+        "timestamp": {"seconds": seconds, "microseconds": micros},
+    });
+    from_json(py, &message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::syntax_error;
+
+    #[test]
+    fn the_hosts_bash_tells_a_syntax_error_from_a_failing_command() {
+        let said = syntax_error(")").expect("`)` is not valid syntax");
+        assert!(said.contains("unexpected token"), "{said}");
+        assert_eq!(syntax_error("echo ok; exit 2"), None);
     }
 }

@@ -25,7 +25,8 @@ def _module(name, **names):
     m = types.ModuleType(f"{__name__}.{name}")
     m.__dict__.update(names)
     sys.modules[m.__name__] = m
-    globals()[name] = m
+    parent, _, last = name.rpartition(".")
+    setattr(sys.modules[f"{__name__}.{parent}"] if parent else sys.modules[__name__], last, m)
     return m
 
 
@@ -48,12 +49,35 @@ class Interrupted(BaseException):
     """Ctrl-C, SIGTERM or --global-timeout ended the run; `except Exception` lets it through."""
 
 
+class PollingConditionError(Exception):
+    """A guest command found a polling condition in force failing."""
+
+
+class QMPEventTimeout(RequestedAssertionFailed, TimeoutError):
+    """`wait_for_qmp_event` saw no matching event in time (NixOS raises `TimeoutError`)."""
+
+
+class SubtestFailed(SystemExit):
+    """How a failed subtest leaves, as NixOS's logger leaves on an error (`sys.exit(1)`); `error`
+    is the failure itself, which the run reports."""
+
+    def __init__(self, error):
+        super().__init__(1)
+        self.error = error
+
+    def __str__(self):
+        # The failure's words, not the exit code, so `must_raise("…", SystemExit)` can match them.
+        return str(self.error)
+
+
 _module(
     "errors",
     TestScriptError=TestScriptError,
     RequestedAssertionFailed=RequestedAssertionFailed,
     MachineError=MachineError,
     Interrupted=Interrupted,
+    PollingConditionError=PollingConditionError,
+    QMPEventTimeout=QMPEventTimeout,
 )
 
 
@@ -62,14 +86,44 @@ _module(
 
 @contextlib.contextmanager
 def subtest(name):
-    """A named part of the test: a JUnit test case and a step of the report; nestable."""
+    """A named part of the test: a JUnit test case and a step of the report; nestable. A failure
+    inside leaves it as `SubtestFailed`, a `SystemExit` (as in NixOS, where the logger exits)."""
     _rt.subtest_enter(str(name))
     try:
         yield
+    except Exception as e:
+        _rt.subtest_exit(e)
+        raise SubtestFailed(e) from e
     except BaseException as e:
         _rt.subtest_exit(e)
         raise
     _rt.subtest_exit()
+
+
+@contextlib.contextmanager
+def must_raise(exception_text_regex, exception_class=Exception):
+    """Passes only if the block raises an `exception_class` whose text `exception_text_regex`
+    matches (searched, as `re.search` does); otherwise fails saying what happened instead."""
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, exception_class):
+            if not isinstance(e, Exception):
+                raise  # Interrupted, KeyboardInterrupt, …: never swallowed
+            raise RequestedAssertionFailed(
+                f"must_raise: {type(e).__name__}({str(e)!r}) is not an instance of "
+                f"{exception_class.__name__}"
+            ) from e
+        if re.search(exception_text_regex, str(e)) is None:
+            raise RequestedAssertionFailed(
+                f"must_raise: the exception's string {str(e)!r} did not match "
+                f"{exception_text_regex!r}"
+            ) from e
+        return
+    raise RequestedAssertionFailed(
+        f"must_raise: no exception was raised (expected {exception_class.__name__} matching "
+        f"{exception_text_regex!r})"
+    )
 
 
 def _with_machine(message, attributes):
@@ -138,28 +192,185 @@ _module("logger", rootlog=rootlog, AbstractLogger=Logger, Logger=Logger)
 
 
 def retry(fn, timeout_seconds=900, *, timeout=None):
-    """Calls `fn(last_try)` until it returns true, pausing (serving the machines) between tries;
-    the last call gets `True`. The timeout is multiplied by the run's factor, as every wait's is."""
+    """Calls `fn(last_try)` until it returns true, pausing with `time.sleep` between tries (which
+    serves the machines, see `_serving_sleep`); the last call gets `True`. The timeout is
+    multiplied by the run's factor, as every wait's is. The time is the pauses' total as well as
+    the clock's, whichever ends first: a script that makes `time.sleep` return at once (NixOS's
+    tests do) gets a bounded number of tries, not a busy loop for the whole timeout."""
     if timeout is not None:
         timeout_seconds = timeout
     limit = timeout_seconds * _rt.timeout_factor
     t0 = time.monotonic()
+    paused = 0.0
     delay = 0.05
     while True:
         if fn(False):
             return
-        left = limit - (time.monotonic() - t0)
+        left = limit - max(time.monotonic() - t0, paused)
         if left <= 0:
             break
-        _rt.sleep(min(delay, left))
+        pause = min(delay, left)
+        time.sleep(pause)
+        paused += pause
         delay = min(delay * 2, 1.0)
     if not fn(True):
         raise RequestedAssertionFailed(
-            f"action timed out after {timeout_seconds} seconds"
+            f"action timed out after {time.monotonic() - t0:.2f} seconds "
+            f"(timeout={timeout_seconds})"
         )
 
 
+def _serving_sleep(seconds):
+    """`time.sleep` in a test script: the same pause, but the driver serves the machines meanwhile
+    (console lines keep flowing) and Ctrl-C or the global timeout end it."""
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    _rt.sleep(float(seconds))
+
+
+# polling conditions
+
+
+class PollingCondition:
+    """NixOS's `PollingCondition`: a check that must keep holding while its `with` block runs;
+    the driver runs it before guest commands, at most once per `seconds_interval`."""
+
+    def __init__(self, condition, logger=None, seconds_interval=2.0, description=None):
+        self.condition = condition
+        self.seconds_interval = seconds_interval
+        if description is not None:
+            self.description = str(description)
+        elif condition.__doc__:
+            self.description = condition.__doc__
+        else:
+            self.description = condition.__name__
+
+    def check(self, force=False):
+        """Runs the check: `None` or a true value holds; `False` or an `Exception` does not."""
+        with rootlog.nested(f"Checking polling condition {self.description!r}"):
+            try:
+                ok = self.condition()
+            except Exception as e:
+                first = (str(e).splitlines() or [""])[0]
+                rootlog.info(f"({type(e).__name__}: {first})")
+                ok = False
+            ok = ok is None or bool(ok)
+            rootlog.info(self.status_message(ok))
+            return ok
+
+    def status_message(self, status):
+        return f"Polling condition {'succeeded' if status else 'failed'}: {self.description}"
+
+    def maybe_raise(self):
+        if not self.check():
+            raise PollingConditionError(self.status_message(False))
+
+
+class _Poll:
+    """What `@polling_condition` makes of a function: `with it:` puts the condition in force (in
+    the driver, which checks it before each guest command); `.condition` is the condition."""
+
+    def __init__(self, fun, seconds_interval=2.0, description=None):
+        self.condition = PollingCondition(fun, rootlog, seconds_interval, description)
+        self._guards = []
+
+    def __enter__(self):
+        c = self.condition
+        self._guards.append(_rt.polling_enter(c.description, c.seconds_interval, c.check))
+
+    def __exit__(self, *exc):
+        self._guards.pop().close()
+
+    def wait(self, timeout=900):
+        """Waits until the condition holds (NixOS's `condition.wait`)."""
+
+        def holds(last):
+            if last:
+                rootlog.info(f"Last chance for {self.condition.description}")
+            ok = self.condition.check(force=True)
+            if not ok and not last:
+                rootlog.info(f"({self.condition.description} failure not fatal yet)")
+            return ok
+
+        with rootlog.nested(f"waiting for {self.condition.description}"):
+            retry(holds, timeout_seconds=timeout)
+
+
+# Registered before the decorator's definition, which then takes the attribute's name (the module
+# stays importable through sys.modules).
+_module(
+    "polling_condition",
+    PollingCondition=PollingCondition,
+    PollingConditionError=PollingConditionError,
+)
+
+
+def polling_condition(fun_=None, *, seconds_interval=2.0, description=None):
+    """NixOS's `polling_condition`: a decorator, bare or with `seconds_interval=`/`description=`."""
+    if fun_ is None:
+        return lambda fun: _Poll(fun, seconds_interval, description)
+    return _Poll(fun_, seconds_interval, description)
+
+
+# QMP and VLANs
+
+
+class QMPAPIError(RuntimeError):
+    """QEMU answered a QMP command with an error (NixOS's, built from QEMU's message)."""
+
+    def __init__(self, message):
+        error = message["error"]
+        self.class_name = error["class"]
+        self.description = error["desc"]
+        self.transaction_id = message.get("id")
+
+    def __str__(self):
+        return (
+            f"<QMP API error related to transaction {self.transaction_id} "
+            f"[{self.class_name}]: {self.description}>"
+        )
+
+
+class QMPSession:
+    """NixOS's `machine.qmp_client`, over the driver's QMP connection to the machine."""
+
+    def __init__(self, machine):
+        self._machine = machine
+
+    def send(self, cmd, args={}):
+        """Runs the QMP command; QEMU's reply (`{"return": …}`), or `QMPAPIError`."""
+        return {"return": self._machine.qmp_command(cmd, args or None)}
+
+    def wait_for_event(self, timeout=None):
+        """The next QMP event (`timeout` a `datetime.timedelta`, 10 s if not given)."""
+        seconds = 10 if timeout is None else timeout.total_seconds()
+        return self._machine.wait_for_qmp_event(lambda event: True, seconds)
+
+
+class VLan:
+    """NixOS's `VLan`: a virtual network's switch (`nr`, `socket_dir`, `pid`), run by the driver."""
+
+    def __init__(self, nr, socket_dir, pid):
+        self.nr = nr
+        self.socket_dir = pathlib.Path(socket_dir)
+        self.pid = pid
+
+    def __repr__(self):
+        return f"<Vlan Nr. {self.nr}>"
+
+
+_module("vlan", VLan=VLan)
+
+
 Machine = _vmtd.Machine
+
+
+def _qmp_client(self):
+    return QMPSession(self) if self.booted else None
+
+
+# NixOS's attribute: a session while QEMU runs, `None` before.
+Machine.qmp_client = property(_qmp_client)
 _module(
     "machine",
     Machine=Machine,
@@ -167,6 +378,7 @@ _module(
     QemuMachine=Machine,
     retry=retry,
 )
+_module("machine.qmp", QMPSession=QMPSession, QMPAPIError=QMPAPIError)
 
 
 def pythonize_name(name):
@@ -179,6 +391,7 @@ class Driver:
 
     def __init__(self):
         self.out_dir = pathlib.Path(_rt.out_dir)
+        self.vlans = [VLan(*v) for v in _rt.vlans()]
 
     @property
     def machines(self):
@@ -202,6 +415,11 @@ class Driver:
     def create_machine(self, start_command, *, name=None, keep_machine_state=False):
         return _rt.create_machine(str(start_command), name)
 
+    def polling_condition(self, fun_=None, *, seconds_interval=2.0, description=None):
+        return polling_condition(
+            fun_, seconds_interval=seconds_interval, description=description
+        )
+
 
 class AssertionTester(unittest.TestCase):
     """NixOS's `t`: unittest's assertions, failing with `RequestedAssertionFailed`."""
@@ -210,6 +428,7 @@ class AssertionTester(unittest.TestCase):
 
 
 driver = Driver()
+time.sleep = _serving_sleep
 
 
 def test_symbols():
@@ -222,7 +441,7 @@ def test_symbols():
         machines=machines,
         machines_qemu=machines,
         machines_nspawn=[],
-        vlans=[],
+        vlans=driver.vlans,
         driver=driver,
         log=rootlog,
         os=os,
@@ -230,6 +449,8 @@ def test_symbols():
         subtest=subtest,
         join_all=driver.join_all,
         retry=retry,
+        polling_condition=polling_condition,
+        must_raise=must_raise,
         serial_stdout_off=driver.serial_stdout_off,
         serial_stdout_on=driver.serial_stdout_on,
         Machine=Machine,
@@ -238,6 +459,8 @@ def test_symbols():
     )
     for m in machines:
         symbols[pythonize_name(m.name)] = m
+    for v in driver.vlans:
+        symbols[f"vlan{v.nr}"] = v
     if len(machines) == 1:
         symbols["machine"] = machines[0]
     return symbols

@@ -1,12 +1,13 @@
 //! `_vmtd.runtime`: the driver's global functions as the prelude calls them (`start_all`,
-//! `join_all`, the log, subtests recorded for JUnit and the report, `create_machine`).
+//! `join_all`, the log, subtests recorded for JUnit and the report, `create_machine`, polling
+//! conditions, VLANs).
 
 use super::calls::{call, unlocked};
-use super::errors::locate;
-use super::machine::PyMachine;
+use super::errors::{describe, locate, subtest_failure};
+use super::machine::{MachineEnv, PyMachine};
 use crate::output::Output;
 use crate::script::Case;
-use driver::{Driver, StartCommand};
+use driver::{Driver, PollingGuard, StartCommand, Step};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,26 +17,40 @@ struct Open {
     name: String,
     t0: Instant,
     mark: usize,
+    /// The subtest's step in the report's timeline; ends when dropped.
+    step: Step,
+}
+
+/// A polling condition in force while Python holds it (`with condition:`), ended by `close`.
+#[pyclass(unsendable, module = "_vmtd")]
+pub struct PyPollingGuard(Option<PollingGuard>);
+
+#[pymethods]
+impl PyPollingGuard {
+    /// Ends the condition (again is harmless).
+    fn close(&mut self) {
+        self.0.take();
+    }
 }
 
 /// The driver behind a script's globals (one thread: an `unsendable` class).
 #[pyclass(unsendable, module = "_vmtd")]
 pub struct Runtime {
     driver: Driver,
+    env: MachineEnv,
     script: String,
-    out_dir: PathBuf,
     out: &'static Output,
     open: Vec<Open>,
     done: Vec<Case>,
 }
 
 impl Runtime {
-    /// The runtime of the script shown as `script`, whose files go to `out_dir`.
-    pub fn new(driver: Driver, script: String, out_dir: PathBuf, out: &'static Output) -> Self {
+    /// The runtime of the script shown as `script`, on `env`'s driver.
+    pub fn new(env: MachineEnv, script: String, out: &'static Output) -> Self {
         Runtime {
-            driver,
+            driver: env.driver.clone(),
+            env,
             script,
-            out_dir,
             out,
             open: Vec::new(),
             done: Vec::new(),
@@ -99,7 +114,50 @@ impl Runtime {
     /// Where the run's files go (NixOS's `driver.out_dir`).
     #[getter]
     fn out_dir(&self) -> PathBuf {
-        self.out_dir.clone()
+        self.env.out_dir.clone()
+    }
+
+    /// Whether OCR may run (`--enable-ocr`, NixOS's `enableOCR`).
+    #[getter]
+    fn ocr_enabled(&self) -> bool {
+        self.env.ocr
+    }
+
+    /// The running VLAN switches: `(number, socket directory, pid)`, by number.
+    fn vlans(&self) -> Vec<(u32, PathBuf, i32)> {
+        let all = self.driver.vlans();
+        all.into_iter()
+            .map(|v| (v.number, v.socket_dir, v.pid))
+            .collect()
+    }
+
+    /// Puts a polling condition in force until the guard's `close`: before guest commands, at
+    /// most once per `interval` seconds, the driver calls `check` (a Python callable returning
+    /// whether the condition holds; the prelude turns its exceptions into `False`), and a command
+    /// after a failed check fails with NixOS's "Polling condition failed: {description}".
+    fn polling_enter(
+        &self,
+        description: &str,
+        interval: f64,
+        check: Py<PyAny>,
+    ) -> PyResult<PyPollingGuard> {
+        let interval = Duration::try_from_secs_f64(interval).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "seconds_interval must be a non-negative number of seconds, not {interval}"
+            ))
+        })?;
+        // The driver calls this with the GIL released (inside a guest command): take it back.
+        let run = move || -> driver::CheckResult {
+            Python::attach(|py| match check.call0(py) {
+                Ok(v) if v.bind(py).is_truthy().unwrap_or(false) => Ok(()),
+                Ok(_) => Err("the condition does not hold".into()),
+                Err(e) => Err(describe(py, &e).into()),
+            })
+        };
+        let guard = self
+            .driver
+            .enter_polling_condition(description, interval, run);
+        Ok(PyPollingGuard(Some(guard)))
     }
 
     /// NixOS's `create_machine(start_command, *, name=None)`: a machine of a start script, not
@@ -116,17 +174,19 @@ impl Runtime {
             Some(name) => self.driver.add_named_machine(name, start),
             None => self.driver.add_machine(start),
         });
-        m.map(|m| PyMachine::new(m, self.out_dir.clone()))
+        m.map(|m| PyMachine::new(m, self.env.clone()))
             .map_err(|e| super::errors::driver_error(py, e))
     }
 
-    /// A subtest begins: logged, and timed for JUnit.
+    /// A subtest begins: a step of the report's timeline (logged), and timed for JUnit.
     fn subtest_enter(&mut self, name: String) {
-        self.driver.log(&format!("subtest: {name}"));
+        let mark = self.out.mark();
+        let step = self.driver.enter_step(&format!("subtest: {name}"));
         self.open.push(Open {
             name,
             t0: Instant::now(),
-            mark: self.out.mark(),
+            mark,
+            step,
         });
     }
 
@@ -137,19 +197,16 @@ impl Runtime {
         let full = names.join(" > ");
         let Some(open) = self.open.pop() else { return };
         let failure = error.map(|e| {
-            let e = PyErr::from_value(e);
+            let e = subtest_failure(py, PyErr::from_value(e));
             let what = format!("subtest {:?} failed: ", open.name);
             locate(py, &e, &self.script, &what)
         });
         let time = open.t0.elapsed();
-        match &failure {
-            Some(f) => log::error!("{f}"),
-            None => self.driver.log(&format!(
-                "(finished: subtest: {}, in {:.2} seconds)",
-                open.name,
-                time.as_secs_f64()
-            )),
+        if let Some(f) = &failure {
+            log::error!("{f}");
         }
+        // Ends the step: its line "(finished: subtest: …, in … seconds)" follows.
+        drop(open.step);
         self.done.push(Case {
             name: full,
             time,
