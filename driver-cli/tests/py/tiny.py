@@ -1,0 +1,86 @@
+# The NixOS API on a machine: the tiny guest, as `machine` (driver-cli/tests/python_api.rs).
+import pathlib
+import tempfile
+from test_driver.polling_condition import PollingConditionError
+
+start_all()
+machine.connect()
+
+with subtest("attributes"):
+    assert machine.name == "machine" and machine.booted and machine.connected
+    assert machine.state_dir.name == "vm-state-machine" and machine.state_dir.is_dir()
+    assert machine.monitor_path == machine.state_dir / "monitor"
+    assert machine.shell_path == machine.state_dir / "shell"
+    assert machine.qmp_path == machine.state_dir / "qmp"
+    assert machine.shared_dir.is_dir()
+
+with subtest("monitor and QMP"):
+    help_text = machine.send_monitor_command("help")
+    assert "info" in help_text and help_text.endswith("(qemu) "), help_text[-40:]
+    reply = machine.qmp_client.send("query-status")
+    assert reply["return"]["status"] == "running", reply
+    with must_raise(r"\[CommandNotFound\]"):
+        machine.qmp_client.send("no-such-command")
+    machine.qmp_client.send("stop")
+    stop = machine.wait_for_qmp_event(lambda e: e["event"] == "STOP", timeout=30)
+    assert stop["timestamp"]["seconds"] > 0, stop
+    machine.qmp_client.send("cont")
+    assert machine.qmp_client.wait_for_event()["event"] == "RESUME"
+    with must_raise("no such key", KeyError):
+        machine.qmp_client.send("stop")
+        machine.wait_for_qmp_event(lambda e: e["no such key"] and False, timeout=30)
+    machine.qmp_client.send("cont")
+
+with subtest("shell syntax and OCR"):
+    with must_raise("unexpected token"):
+        machine.execute(")")
+    assert machine.execute("exit 2") == (2, "")
+    with must_raise("OCR requested but enableOCR is false"):
+        machine.wait_for_text("login")
+
+with subtest("interaction returns without a terminal"):
+    machine.shell_interact()
+    machine.console_interact()
+
+with subtest("polling conditions"):
+    marker = "/tmp/keep-me"
+    machine.succeed(f"touch {marker}")
+
+    @polling_condition(seconds_interval=0)
+    def marker_exists():
+        "the marker file exists"
+        machine.succeed(f"test -e {marker}")
+
+    with marker_exists:
+        machine.succeed("true")
+        machine.succeed(f"rm {marker}")
+        with must_raise("Polling condition failed: the marker file exists", PollingConditionError):
+            machine.succeed("true")
+    machine.succeed("true")  # out of the block: not checked
+
+    @polling_condition
+    def never():
+        return False
+
+    with never:
+        with must_raise("Polling condition failed: never"):
+            machine.wait_until_succeeds("true", timeout=10)
+
+with subtest("directories both ways"):
+    src = pathlib.Path(tempfile.mkdtemp())
+    (src / "sub").mkdir()
+    (src / "sub" / "bytes").write_bytes(bytes(range(256)))
+    (src / "top").write_text("top\n")
+    machine.copy_from_host(src, "/tmp/tree")
+    assert machine.succeed("cat /tmp/tree/top") == "top\n"
+    machine.copy_from_vm("/tmp/tree", "back")
+    back = driver.out_dir / "back" / "tree"
+    assert (back / "sub" / "bytes").read_bytes() == bytes(range(256))
+    assert (back / "top").read_text() == "top\n"
+    machine.copy_from_vm("/tmp/tree/top")
+    assert (driver.out_dir / "top").read_text() == "top\n"
+
+with subtest("outer step"):
+    with subtest("inner step"):
+        machine.succeed("true")
+log.info("tiny API: all checks passed")
