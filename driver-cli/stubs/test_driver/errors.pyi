@@ -11,3 +11,9 @@ class MachineError(Exception):
 
 class Interrupted(BaseException):
     """Ctrl-C, SIGTERM or --global-timeout ended the run (vm-test-driver's; not in NixOS)."""
+
+class PollingConditionError(Exception):
+    """A polling condition failed: `Polling condition failed: {description}`."""
+
+class QMPEventTimeout(RequestedAssertionFailed, TimeoutError):
+    """`wait_for_qmp_event` timed out (vm-test-driver's: NixOS raises a bare `TimeoutError`)."""

@@ -29,6 +29,10 @@ serial_stdout_on: Callable[[], None]
 serial_stdout_off: Callable[[], None]
 t: AssertionTester
 
+def must_raise(
+    exception_text_regex: str, exception_class: type[BaseException] = Exception
+) -> AbstractContextManager[None]: ...
+
 class _CreateMachine(Protocol):
     def __call__(
         self,
