@@ -4,6 +4,7 @@
 #   vm-test-driver --start-scripts "$(bash guests/build.sh nixos)" --vlans 1 -- examples/nixos-webserver-client.py
 # examples/nixos-webserver-client.rhai is the same in Rhai.
 import socket
+import time
 from urllib.request import urlopen
 
 start_all()
@@ -24,6 +25,22 @@ with subtest("block cuts the webserver off, unblock brings it back"):
     client.fail(fetch)
     webserver.unblock()
     client.wait_until_succeeds(fetch, timeout=120)
+
+# partition, heal and set_link_quality are vm-test-driver's own (NixOS has no network faults).
+with subtest("a partition cuts the client off until healed"):
+    partition([webserver], [client])
+    client.fail(fetch)
+    heal()
+    client.wait_until_succeeds(fetch, timeout=120)
+
+with subtest("a slow link slows every round trip"):
+    # What the client sends waits 300 ms: a TCP handshake and a request take two such trips.
+    set_link_quality(1, client, 300)
+    t0 = time.monotonic()
+    client.succeed(fetch)
+    took = time.monotonic() - t0
+    assert took >= 0.6, f"the fetch took {took:.3f} s over a 300 ms link"
+    set_link_quality(1, client, 0)
 
 with subtest("forward_port makes the server reachable from the host"):
     # A port no other process of the host holds right now.

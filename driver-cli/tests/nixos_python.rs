@@ -34,6 +34,8 @@ fn the_webserver_client_scenario_in_python_passes_on_nixos_built_machines() {
             "the webserver serves its page",
             "the client fetches the page over VLAN 1",
             "block cuts the webserver off, unblock brings it back",
+            "a partition cuts the client off until healed",
+            "a slow link slows every round trip",
             "forward_port makes the server reachable from the host",
         ],
         "{xml}"

@@ -55,6 +55,11 @@ impl PyMachine {
         PyMachine { m, env }
     }
 
+    /// The driver's machine behind this one.
+    pub fn machine(&self) -> &Machine {
+        &self.m
+    }
+
     /// NixOS's error when a script asks for OCR without `enableOCR`.
     fn require_ocr(&self, py: Python<'_>) -> PyResult<()> {
         match self.env.ocr {

@@ -451,6 +451,10 @@ def test_symbols():
         retry=retry,
         polling_condition=polling_condition,
         must_raise=must_raise,
+        # vm-test-driver's network faults (not in NixOS).
+        partition=_rt.partition,
+        heal=_rt.heal,
+        set_link_quality=_rt.set_link_quality,
         serial_stdout_off=driver.serial_stdout_off,
         serial_stdout_on=driver.serial_stdout_on,
         Machine=Machine,

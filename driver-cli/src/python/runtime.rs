@@ -160,6 +160,51 @@ impl Runtime {
         Ok(PyPollingGuard(Some(guard)))
     }
 
+    /// vm-test-driver's `partition(group, group, …)`: each group of machines cut off from the
+    /// others on every VLAN until `heal()`.
+    #[pyo3(signature = (*groups))]
+    fn partition(&self, py: Python<'_>, groups: Vec<Vec<PyRef<'_, PyMachine>>>) -> PyResult<()> {
+        let groups: Vec<Vec<driver::Machine>> = groups
+            .iter()
+            .map(|g| g.iter().map(|m| m.machine().clone()).collect())
+            .collect();
+        let refs: Vec<Vec<&driver::Machine>> = groups.iter().map(|g| g.iter().collect()).collect();
+        let slices: Vec<&[&driver::Machine]> = refs.iter().map(|g| g.as_slice()).collect();
+        call(py, || self.driver.partition(&slices))
+    }
+
+    /// vm-test-driver's `heal()`: every link back as it was before `partition`.
+    fn heal(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, || self.driver.heal())
+    }
+
+    /// vm-test-driver's `set_link_quality(vlan, machine, delay_ms, jitter_ms=0, loss_percent=0)`:
+    /// what `machine` sends on `vlan` is delayed and dropped so.
+    #[pyo3(signature = (vlan, machine, delay_ms, jitter_ms=0.0, loss_percent=0.0))]
+    fn set_link_quality(
+        &self,
+        py: Python<'_>,
+        vlan: u32,
+        machine: PyRef<'_, PyMachine>,
+        delay_ms: f64,
+        jitter_ms: f64,
+        loss_percent: f64,
+    ) -> PyResult<()> {
+        let ms = |v: f64, what: &str| match v.is_finite() && v >= 0.0 {
+            true => Ok(Duration::from_secs_f64(v / 1000.0)),
+            false => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "set_link_quality: {what} must be a number of milliseconds ≥ 0, not {v}"
+            ))),
+        };
+        let quality = driver::LinkQuality {
+            delay: ms(delay_ms, "delay_ms")?,
+            jitter: ms(jitter_ms, "jitter_ms")?,
+            loss_pct: loss_percent,
+        };
+        let m = machine.machine().clone();
+        call(py, || self.driver.set_link_quality(vlan, &m, quality))
+    }
+
     /// NixOS's `create_machine(start_command, *, name=None)`: a machine of a start script, not
     /// started until used.
     #[pyo3(signature = (start_command, name=None))]

@@ -29,6 +29,21 @@ serial_stdout_on: Callable[[], None]
 serial_stdout_off: Callable[[], None]
 t: AssertionTester
 
+def partition(*groups: list[Machine]) -> None:
+    """vm-test-driver's: each group of machines cut off from the others until `heal()`."""
+
+def heal() -> None:
+    """vm-test-driver's: every link back as it was before `partition`."""
+
+def set_link_quality(
+    vlan: int,
+    machine: Machine,
+    delay_ms: float,
+    jitter_ms: float = 0,
+    loss_percent: float = 0,
+) -> None:
+    """vm-test-driver's: what `machine` sends on `vlan` is delayed and dropped so."""
+
 def must_raise(
     exception_text_regex: str, exception_class: type[BaseException] = Exception
 ) -> AbstractContextManager[None]: ...
