@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, scratch, state_dir, BIN};
+use common::{assert_nothing_left, junit_cases, scratch, state_dir, BIN};
 use std::process::Command;
 
 #[test]
@@ -24,10 +24,7 @@ fn the_webserver_client_scenario_in_python_passes_on_nixos_built_machines() {
         .expect("cannot run vm-test-driver");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
-    let suite = &report.test_suites[0];
-    let names: Vec<&str> = suite.test_cases.iter().map(|c| c.name.as_str()).collect();
+    let (xml, suite, names) = junit_cases(&junit);
     assert_eq!(
         names,
         [

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    assert_nothing_left, scratch, state_dir, tiny, wait_exit, Running, Seen, BIN, PATIENCE,
+    assert_nothing_left, junit_cases, scratch, state_dir, tiny, wait_exit, Running, Seen, BIN,
+    PATIENCE,
 };
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -42,10 +43,7 @@ fn hello_py_passes_with_a_junit_case_per_subtest() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("subtest: waits react to the guest"), "{err}");
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
-    let suite = &report.test_suites[0];
-    let names: Vec<&str> = suite.test_cases.iter().map(|c| c.name.as_str()).collect();
+    let (xml, suite, names) = junit_cases(&junit);
     assert_eq!(
         names,
         [

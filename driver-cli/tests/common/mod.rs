@@ -155,3 +155,21 @@ pub fn names_of(pids: &[i32]) -> Vec<String> {
         .map(|c| c.trim().to_string())
         .collect()
 }
+
+/// The JUnit file at `path`: its text (for failure messages), its first suite, and that suite's
+/// test case names in order.
+pub fn junit_cases(path: &std::path::Path) -> (String, quick_junit::TestSuite, Vec<String>) {
+    let xml = std::fs::read_to_string(path).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let suite = report
+        .test_suites
+        .into_iter()
+        .next()
+        .expect("no test suite");
+    let names = suite
+        .test_cases
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    (xml, suite, names)
+}
