@@ -34,7 +34,15 @@ fn write_grey_png(path: &Path, (w, h, grey): &(u32, u32, Vec<u8>)) -> std::io::R
 
 /// Runs tesseract on `image`; its text.
 fn tesseract(image: &Path) -> Result<String, String> {
-    let out = match Command::new("tesseract").arg(image).arg("stdout").output() {
+    // Sparse text (page segmentation mode 11, as NixOS reads screens): a screen is not a page, and
+    // the default mode finds no text block in a small window on a large empty desktop (an xterm's
+    // prompt on X), where sparse text reads it; on the console it reads what the default does.
+    let out = match Command::new("tesseract")
+        .arg(image)
+        .arg("stdout")
+        .args(["--psm", "11"])
+        .output()
+    {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err("tesseract is not installed (Debian package tesseract-ocr)".into())
