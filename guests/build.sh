@@ -4,7 +4,8 @@
 # Usage: guests/build.sh tiny|systemd|x11|nixos
 #
 # Prints one line on stdout: the directory holding the guest's NixOS-style start scripts
-# (run-tiny-vm, run-systemd-vm, run-x11-vm; run-client-vm and run-webserver-vm for nixos). Everything else
+# (run-tiny-vm, run-systemd-vm; run-x11-vm and run-tty-vm for x11; run-client-vm and run-webserver-vm
+# for nixos). Everything else
 # (progress, tool output) goes to stderr.
 #
 # Cache: ${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}/<guest>-<hash>, where <hash>
@@ -18,7 +19,9 @@
 #   systemd  debootstrap'ed Debian bookworm (minbase + systemd) on a read-only ext4 base image; each start
 #            script run gets its own qcow2 overlay ($NIX_DISK_IMAGE or $TMPDIR/systemd.qcow2).
 #   x11      the systemd guest with Debian's generic kernel (bochs DRM for the VGA display), Xorg on :0 (vt7)
-#            started by x11.service with an xterm titled "first-terminal", and x11-utils (xwininfo).
+#            started by x11.service with an xterm titled "first-terminal", and x11-utils (xwininfo); xterms
+#            use the 10x20 font (OCR reads it) and show a user@host prompt. run-tty-vm starts the same image
+#            as machine "tty" without X and with root logged in on tty1 (a 160-column framebuffer console).
 #   nixos    two machines of a NixOS test, client (1) and webserver (2) on VLAN 1, started by scripts written
 #            after NixOS's qemu-vm.nix (9p shares, NIX_DISK_IMAGE, QEMU_VDE_SOCKET_<n> NICs with NixOS's MACs),
 #            on the systemd guest's Debian with the generic kernel, NixOS's backdoor.service (bash on
@@ -280,7 +283,16 @@ build_systemd() {
 build_x11() {
     build_debian x11 768 linux-image-amd64 \
         xserver-xorg-core,xserver-xorg-video-fbdev,xserver-xorg-input-libinput,xinit,xterm,x11-utils,xfonts-base
+    # The tty machine (NixOS's services.getty.autologinUser = "root"): the same image without X, so that tty1
+    # stays the active terminal the keyboard types into, with root logged in there (vmtd-getty). Its console
+    # is the bochs framebuffer's, 160 columns: the VGA text mode's 80 would fold a longer typed line.
+    write_start_script tty 512 "$DEBIAN_PARAMS systemd.mask=x11.service vmtd.autologin=root systemd.hostname=tty" \
+        "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
+        "$(shq "$final/overlay-template.qcow2")"
 }
+
+# The kernel command line of the systemd guest and its variants. no_timer_check: see the tiny guest.
+DEBIAN_PARAMS="root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0 no_timer_check"
 
 # build_debian NAME MEM-MiB KERNEL-PACKAGE EXTRA-PACKAGES(comma-separated): the systemd guest, and its
 # variants (the x11 guest adds an X server and the service that starts it).
@@ -301,14 +313,17 @@ build_debian() {
     if [ "$name" = x11 ]; then
         install -m 644 "$here/x11/x11.service" "$sd/x11.service"
         ln -sf ../x11.service "$sd/multi-user.target.wants/x11.service"
+        install -m 644 "$here/x11/Xdefaults" "$root/root/.Xdefaults"
+        cat "$here/x11/bashrc" >> "$root/root/.bashrc"
+        install -m 755 "$here/x11/vmtd-getty" "$root/usr/local/sbin/vmtd-getty"
+        install -m 644 -D "$here/x11/getty-tty1.conf" "$sd/getty@tty1.service.d/50-vmtd-getty.conf"
     fi
 
     local modules=$here/$name/initramfs-modules
     [ -f "$modules" ] || modules=$here/systemd/initramfs-modules
     debian_image "$name" "$modules"
 
-    # no_timer_check: see the tiny guest.
-    write_start_script "$name" "$mem" "root=/dev/vda rw console=ttyS0 loglevel=4 panic=-1 net.ifnames=0 no_timer_check" \
+    write_start_script "$name" "$mem" "$DEBIAN_PARAMS" \
         "-kernel $(shq "$final/bzImage") -initrd $(shq "$final/initrd")" \
         "$(shq "$final/overlay-template.qcow2")"
 }
