@@ -4,8 +4,8 @@
 # Usage: guests/build.sh tiny|systemd|x11|nixos
 #
 # Prints one line on stdout: the directory holding the guest's NixOS-style start scripts
-# (run-tiny-vm, run-systemd-vm; run-x11-vm and run-tty-vm for x11; run-client-vm and run-webserver-vm
-# for nixos). Everything else
+# (run-tiny-vm, run-systemd-vm; run-x11-vm and run-tty-vm for x11; run-client-vm, run-server-vm and
+# run-webserver-vm for nixos). Everything else
 # (progress, tool output) goes to stderr.
 #
 # Cache: ${VMTD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-test-driver/guests}/<guest>-<hash>, where <hash>
@@ -22,11 +22,11 @@
 #            started by x11.service with an xterm titled "first-terminal", and x11-utils (xwininfo); xterms
 #            use the 10x20 font (OCR reads it) and show a user@host prompt. run-tty-vm starts the same image
 #            as machine "tty" without X and with root logged in on tty1 (a 160-column framebuffer console).
-#   nixos    two machines of a NixOS test, client (1) and webserver (2) on VLAN 1, started by scripts written
+#   nixos    machines of a NixOS test, client (1) and webserver or server (2) on VLAN 1, started by scripts written
 #            after NixOS's qemu-vm.nix (9p shares, NIX_DISK_IMAGE, QEMU_VDE_SOCKET_<n> NICs with NixOS's MACs),
 #            on the systemd guest's Debian with the generic kernel, NixOS's backdoor.service (bash on
-#            /dev/hvc0), 192.168.1.<n> on VLAN 1 and both names in /etc/hosts; webserver runs busybox httpd
-#            on port 80, client has curl. See write_nixos_start_script.
+#            /dev/hvc0), 192.168.1.<n> on VLAN 1 and every name in /etc/hosts; webserver runs busybox httpd
+#            on port 80, server has python3 (also as `python`), client has curl. See write_nixos_start_script.
 #
 # Start-script contract (as NixOS's run-<name>-vm): reads QEMU_OPTS (split on spaces), QEMU_NET_OPTS (appended to
 # the user netdev), QEMU_KERNEL_PARAMS, TMPDIR and USE_TMPDIR (a fresh temp dir unless both are set), creates
@@ -422,15 +422,18 @@ debian_image() {
 
 # The machines of the nixos guest, as "NAME NUMBER VLAN…": a NixOS test numbers its nodes 1, 2, … in the
 # order of their names (client before webserver), and each machine is on the VLANs listed.
-NIXOS_MACHINES=("client 1 1" "webserver 2 1")
+# server and webserver are alternatives for machine 2 (networking tests of nixpkgs' own driver name theirs
+# client and server); only one of them runs in a test.
+NIXOS_MACHINES=("client 1 1" "server 2 1" "webserver 2 1")
 
 # The nixos guest: machines started by scripts written after NixOS's run-<name>-vm (write_nixos_start_script),
 # on the systemd guest's Debian with Debian's generic kernel (it has 9p; the cloud kernel has not), with
 # NixOS's backdoor.service, its 9p shares, its VLAN addresses and /etc/hosts.
 build_nixos() {
-    # curl: the client's HTTP client; the webserver's httpd is busybox-static's (in every Debian guest).
+    # curl: the client's HTTP client; the webserver's httpd is busybox-static's (in every Debian guest);
+    # python3 and python-is-python3 (`python`): the server's, as NixOS's pkgs.python3 gives both commands.
     # lz4: the initrd's compressor (it unpacks faster than gzip under TCG).
-    debian_rootfs nixos linux-image-amd64,dbus,netcat-openbsd,curl,lz4
+    debian_rootfs nixos linux-image-amd64,dbus,netcat-openbsd,curl,lz4,python3,python-is-python3
     local root=$work/root sd=$work/root/etc/systemd/system
 
     # The backdoor, as test-instrumentation.nix runs it.
@@ -462,7 +465,7 @@ build_nixos() {
     # Network, as nixos/lib/testing/network.nix configures a test machine: the NIC on VLAN v of machine m
     # (found by its MAC, 52:54:00:12:<v>:<m> in hex) has 192.168.v.m/24 and 2001:db8:v::m/64, and
     # /etc/hosts names every machine by its address on its first VLAN. Every machine's files are in the one
-    # image; only those matching a NIC's MAC apply.
+    # image; only those matching a NIC's MAC apply (one per address: machines with the same number share it).
     install -m 644 "$here/nixos/user-net.network" "$root/etc/systemd/network/40-user-net.network"
     local machine name number vlans v
     printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
@@ -473,7 +476,7 @@ build_nixos() {
                 printf '[Match]\nMACAddress=%s\n\n' "$(nixos_mac "$v" "$number")"
                 printf '[Network]\nAddress=192.168.%d.%d/24\nAddress=2001:db8:%d::%d/64\n' "$v" "$number" "$v" "$number"
                 printf 'LinkLocalAddressing=no\nIPv6AcceptRA=no\nIPv6DuplicateAddressDetection=0\n'
-            } > "$root/etc/systemd/network/50-vlan$v-$name.network"
+            } > "$root/etc/systemd/network/50-vlan$v-machine$number.network"
         done
         v=${vlans%% *}
         printf '192.168.%d.%d %s\n2001:db8:%d::%d %s\n' "$v" "$number" "$name" "$v" "$number" "$name" \
