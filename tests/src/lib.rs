@@ -21,7 +21,8 @@ pub fn guest_start_script(guest: &str) -> PathBuf {
 }
 
 /// The directory holding a bundled guest's start scripts (`guests/build.sh GUEST` builds it on first use);
-/// the `nixos` guest's are `run-client-vm` and `run-webserver-vm`.
+/// the `x11` guest's are `run-x11-vm` and `run-tty-vm`, the `nixos` guest's `run-client-vm`,
+/// `run-server-vm` and `run-webserver-vm`.
 pub fn guest_dir(guest: &str) -> PathBuf {
     let out = Command::new("bash")
         .arg(repo_root().join("guests/build.sh"))
