@@ -1,11 +1,12 @@
-//! Python testScripts on the machines nixpkgs' own driver tests use (its `machines.nix`): `tty`
-//! (root logged in on tty1), `client` and `server` (curl; python3 on port 8080) on VLAN 1, and `x11`
-//! (X with an xterm, read by OCR), each from a bundled guest, through the binary.
+//! Python testScripts on the machines nixpkgs' own driver tests use (its `machines.nix`): `basic`
+//! (a systemd machine), `tty` (root logged in on tty1), `client` and `server` (curl; python3 on port
+//! 8080) on VLAN 1, and `x11` (X with an xterm, read by OCR), each from a bundled guest, through the
+//! binary.
 //!
 //! Our own scripts (`tests/py/`) always run. nixpkgs' scripts (`nixos/tests/nixos-test-driver/`:
-//! `common.py`, `tty.py`, `networking.py`, `x11.py`, `ocr.py`) are not ours to ship: they run only
-//! when `VMTD_NIXPKGS_SUITE` names a folder holding them, each as nixpkgs runs it
-//! (`cat common.py SCRIPT > testScript.py`).
+//! `common.py` and the ten tests of its default.nix) are not ours to ship: they run only when
+//! `VMTD_NIXPKGS_SUITE` names a folder holding them, each as nixpkgs runs it (`cat common.py SCRIPT >
+//! testScript.py`, OCR enabled for ocr.py as its `enableOCR` does).
 
 mod common;
 
@@ -26,6 +27,26 @@ const GLOBAL_TIMEOUT: &str = "1200";
 struct Machines {
     start_scripts: Vec<PathBuf>,
     vlans: &'static [&'static str],
+    /// NixOS's `enableOCR`.
+    ocr: bool,
+}
+
+/// nixpkgs' `basic` machine (its minimal profile): the systemd guest.
+fn basic() -> Machines {
+    Machines {
+        start_scripts: vec![tests::guest_start_script("systemd")],
+        vlans: &[],
+        ocr: false,
+    }
+}
+
+/// No machine at all (nixpkgs' driver test: `nodes = { }`).
+fn none() -> Machines {
+    Machines {
+        start_scripts: Vec::new(),
+        vlans: &[],
+        ocr: false,
+    }
 }
 
 /// nixpkgs' `tty` machine: the x11 guest's image without X, root logged in on tty1.
@@ -33,6 +54,7 @@ fn tty() -> Machines {
     Machines {
         start_scripts: vec![guest_dir("x11").join("run-tty-vm")],
         vlans: &[],
+        ocr: false,
     }
 }
 
@@ -42,14 +64,16 @@ fn client_server() -> Machines {
     Machines {
         start_scripts: vec![dir.join("run-client-vm"), dir.join("run-server-vm")],
         vlans: &["1"],
+        ocr: false,
     }
 }
 
-/// nixpkgs' `x11` machine: X on :0 with an xterm.
+/// nixpkgs' `x11` machine: X on :0 with an xterm, OCR enabled.
 fn x11() -> Machines {
     Machines {
         start_scripts: vec![guest_dir("x11").join("run-x11-vm")],
         vlans: &[],
+        ocr: true,
     }
 }
 
@@ -68,9 +92,13 @@ fn run(dir: &Path, script: &Path, machines: &Machines) -> Result<(), String> {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .args(["--global-timeout", GLOBAL_TIMEOUT, "-o"])
-        .arg(&out)
-        .arg("--start-scripts")
-        .args(&machines.start_scripts);
+        .arg(&out);
+    if !machines.start_scripts.is_empty() {
+        cmd.arg("--start-scripts").args(&machines.start_scripts);
+    }
+    if machines.ocr {
+        cmd.arg("--enable-ocr");
+    }
     if !machines.vlans.is_empty() {
         cmd.arg("--vlans").args(machines.vlans);
     }
@@ -121,10 +149,12 @@ fn x11_windows_screenshots_and_ocr() {
 
 #[test]
 fn nixpkgs_driver_tests_pass_verbatim() {
+    // nixpkgs' tests write /tmp/exampleDir on the host; they run one after another.
     let Some(suite) = std::env::var_os(SUITE_VAR) else {
         eprintln!(
-            "\n!!! NOT RUN: nixpkgs' own driver tests (tty, networking, x11, ocr) need {SUITE_VAR} \
-             naming a folder with nixpkgs' nixos/tests/nixos-test-driver/{{common,tty,networking,x11,ocr}}.py\n"
+            "\n!!! NOT RUN: nixpkgs' own driver tests need {SUITE_VAR} naming a folder with nixpkgs' \
+             nixos/tests/nixos-test-driver/{{common,low_level,files,systemd,power,polling_condition,\
+             driver,tty,networking,x11,ocr}}.py\n"
         );
         return;
     };
@@ -136,7 +166,13 @@ fn nixpkgs_driver_tests_pass_verbatim() {
         )
     });
     let runs = [
-        ("tty", tty as fn() -> Machines),
+        ("driver", none as fn() -> Machines),
+        ("low_level", basic),
+        ("systemd", basic),
+        ("polling_condition", basic),
+        ("power", basic),
+        ("files", basic),
+        ("tty", tty),
         ("networking", client_server),
         ("x11", x11),
         ("ocr", x11),
