@@ -377,7 +377,9 @@ impl PyMachine {
     }
 
     /// NixOS's `execute`: `(status, output)`; `check_return=False` gives `-1` for the status (and
-    /// accepts that the command takes the machine down), `check_output=False` `(-2, "")`.
+    /// accepts that the command takes the machine down); `check_output=False` starts the command
+    /// and returns `(-2, "")` at once, its output discarded, as NixOS's does (which sends it and
+    /// reads nothing back: `execute("reboot", check_output=False)`).
     #[pyo3(signature = (command, check_return=true, check_output=true, timeout=Some(900.0)))]
     fn execute(
         &self,
@@ -387,6 +389,16 @@ impl PyMachine {
         check_output: bool,
         timeout: Option<f64>,
     ) -> PyResult<(i32, String)> {
+        if !check_output {
+            // In the background of the command's own subshell: the call returns once it started.
+            // The newline ends a trailing comment of the command before the parenthesis.
+            let detached = format!("( {command}\n) >/dev/null 2>&1 &");
+            let got = call(py, || self.m.execute(&detached));
+            return match got {
+                Ok(_) => Ok((-2, String::new())),
+                Err(e) => Err(e),
+            };
+        }
         let got = call(py, || match secs(timeout) {
             Some(t) => self.m.execute_within(command, t),
             None => self.m.execute(command),
@@ -404,13 +416,11 @@ impl PyMachine {
                 return Err(raise(py, "TestScriptError", message));
             }
         }
-        match (check_return, check_output, got) {
-            (_, false, Ok(_)) => Ok((-2, String::new())),
-            (false, _, Ok((_, out))) => Ok((-1, out)),
-            (true, true, Ok(got)) => Ok(got),
-            (false, true, Err(e)) if gone(&e) => Ok((-1, String::new())),
-            (_, false, Err(e)) if gone(&e) => Ok((-2, String::new())),
-            (_, _, Err(e)) => Err(e),
+        match (check_return, got) {
+            (false, Ok((_, out))) => Ok((-1, out)),
+            (true, Ok(got)) => Ok(got),
+            (false, Err(e)) if gone(&e) => Ok((-1, String::new())),
+            (_, Err(e)) => Err(e),
         }
     }
 

@@ -1,6 +1,7 @@
 # The NixOS API on a machine: the tiny guest, as `machine` (driver-cli/tests/python_api.rs).
 import pathlib
 import tempfile
+import time
 from test_driver.polling_condition import PollingConditionError
 
 start_all()
@@ -30,6 +31,15 @@ with subtest("monitor and QMP"):
         machine.qmp_client.send("stop")
         machine.wait_for_qmp_event(lambda e: e["no such key"] and False, timeout=30)
     machine.qmp_client.send("cont")
+
+with subtest("execute without its output returns at once"):
+    t0 = time.monotonic()
+    assert machine.execute("sleep 60; echo late  # a comment", check_output=False) == (-2, "")
+    assert machine.execute("echo hi >/tmp/detached", check_output=False) == (-2, "")
+    assert time.monotonic() - t0 < 20, time.monotonic() - t0
+    machine.wait_for_file("/tmp/detached", timeout=30)
+    assert machine.succeed("cat /tmp/detached") == "hi\n"
+    machine.succeed("pkill -f 'sleep 60' || true")
 
 with subtest("shell syntax and OCR"):
     with must_raise("unexpected token"):
