@@ -1,7 +1,9 @@
 # The seed's webserver/client scenario as a NixOS testScript, on machines built the way NixOS builds a
 # test's machines (the `nixos` guest: run-client-vm is machine 1, run-webserver-vm machine 2, each
 # attaching its own NIC to VLAN 1 from QEMU_VDE_SOCKET_1, both names in every /etc/hosts):
-#   vm-test-driver --start-scripts "$(bash guests/build.sh nixos)" --vlans 1 -- examples/nixos-webserver-client.py
+#   N=$(bash guests/build.sh nixos)
+#   vm-test-driver --start-scripts "$N/run-client-vm" "$N/run-webserver-vm" --vlans 1 -- examples/nixos-webserver-client.py
+# (not the whole directory: its run-server-vm is another machine 2, for nixpkgs' networking test)
 # examples/nixos-webserver-client.rhai is the same in Rhai.
 import socket
 import time

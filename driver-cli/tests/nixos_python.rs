@@ -10,10 +10,11 @@ use std::process::Command;
 fn the_webserver_client_scenario_in_python_passes_on_nixos_built_machines() {
     let dir = scratch("py-nixos");
     let junit = dir.join("junit.xml");
-    let scripts = tests::guest_dir("nixos");
+    let dir_of = tests::guest_dir("nixos");
     let o = Command::new(BIN)
         .args(["--keep-vm-state", "--start-scripts"])
-        .arg(&scripts)
+        .arg(dir_of.join("run-client-vm"))
+        .arg(dir_of.join("run-webserver-vm"))
         .args(["--vlans", "1", "-o"])
         .arg(dir.join("out"))
         .arg("--junit-xml")

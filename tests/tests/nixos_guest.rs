@@ -68,9 +68,14 @@ fn nixos_start_script_under_the_driver() {
         .wait_for_console_text("nixos-guest-says-hi", Some(Duration::from_secs(30)))
         .unwrap();
     assert_eq!(client.succeed("hostname").unwrap(), "client\n");
+    // getent's ahosts asks with AI_ADDRCONFIG: no IPv4 answer until the machine has an IPv4 address
+    // of its own, which networkd gives it a moment after the backdoor is up.
     assert_eq!(
         client
-            .succeed("getent ahostsv4 webserver | head -n1 | cut -d' ' -f1")
+            .wait_until_succeeds(
+                "a=$(getent ahostsv4 webserver) && echo \"${a%% *}\"",
+                Some(Duration::from_secs(60))
+            )
             .unwrap(),
         "192.168.1.2\n"
     );

@@ -12,8 +12,12 @@ client.wait_for_unit("multi-user.target")
 server.wait_for_unit("multi-user.target")
 
 with subtest("each machine finds the other by name on VLAN 1"):
-    assert client.succeed("getent ahostsv4 server").split()[0] == "192.168.1.2"
-    assert server.succeed("getent ahostsv4 client").split()[0] == "192.168.1.1"
+    # getent's ahosts asks with AI_ADDRCONFIG: no IPv4 answer before networkd gave the machine its
+    # own address, which multi-user.target does not wait for.
+    got = client.wait_until_succeeds("getent ahostsv4 server", timeout=60)
+    assert got.split()[0] == "192.168.1.2", got
+    got = server.wait_until_succeeds("getent ahostsv4 client", timeout=60)
+    assert got.split()[0] == "192.168.1.1", got
 
 with subtest("python serves, curl fetches"):
     server.wait_for_closed_port(8080)
