@@ -12,6 +12,7 @@
 //! not catch.
 
 mod calls;
+mod duration;
 mod errors;
 mod interrupts;
 mod machine;
@@ -82,9 +83,20 @@ impl Script {
                 ocr,
             };
             let runtime = Py::new(py, Runtime::new(env.clone(), shown_str.clone(), out))?;
-            let globals = globals(py, &env, &runtime, &shown_str).map_err(|e| {
-                anyhow::anyhow!("cannot set up Python's globals: {}", describe(py, &e))
-            })?;
+            let globals = globals(py, &env, &runtime, &shown_str)
+                .and_then(|g| {
+                    // NixOS's `test_script()` and `run_tests()`: the script, in its globals (what
+                    // the REPL offers; NixOS gives every script the names).
+                    let run = py
+                        .eval(c"lambda code, g: lambda: exec(code, g)", None, None)?
+                        .call1((&code, &g))?;
+                    g.set_item("test_script", &run)?;
+                    g.set_item("run_tests", &run)?;
+                    Ok(g)
+                })
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot set up Python's globals: {}", describe(py, &e))
+                })?;
             Ok(Script {
                 code: code.unbind(),
                 globals: globals.unbind(),

@@ -21,6 +21,10 @@ const STUBS: &[(&str, &str)] = &[
         include_str!("../stubs/test_driver/driver.pyi"),
     ),
     (
+        "duration.pyi",
+        include_str!("../stubs/test_driver/duration.pyi"),
+    ),
+    (
         "errors.pyi",
         include_str!("../stubs/test_driver/errors.pyi"),
     ),

@@ -1,5 +1,5 @@
-//! Newer NixOS driver methods: unit properties and states, unix sockets, and the newer name of
-//! `copy_from_vm`.
+//! Newer NixOS driver methods: unit properties and states (and waiting for one), unix sockets,
+//! and the newer name of `copy_from_vm`.
 
 use crate::text::sh_quote;
 use crate::{Error, Machine};
@@ -92,5 +92,43 @@ impl Machine {
     /// ```
     pub fn copy_from_machine(&self, source: &str) -> Result<Vec<u8>, Error> {
         self.copy_from_vm(source)
+    }
+
+    /// Waits until `unit` (of `user`'s manager when given) is in the `ActiveState` `state`
+    /// (`active`, `activating`, `reloading`, `deactivating`, `inactive`, `failed`, …), whatever
+    /// it passes through before: NixOS's `wait_for_unit_active_state`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// vm.succeed("systemctl stop --no-block app.service")?;
+    /// vm.wait_for_unit_active_state("app.service", "inactive", None, None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_unit_active_state(
+        &self,
+        unit: &str,
+        state: &str,
+        user: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let whose = user.map(|u| format!(" of user {u}")).unwrap_or_default();
+        let _step = self.step(format!("waiting for unit {unit}{whose} to be {state}"));
+        let show = crate::systemd::systemctl_command(
+            &format!(
+                "--no-pager show --property=ActiveState --value {}",
+                sh_quote(unit)
+            ),
+            user,
+        );
+        let what = format!("unit {unit}{whose} to be {state}");
+        self.explained(Some(unit), || {
+            self.retry(&what, self.limit(timeout), |left, last| {
+                let got = self.succeed_for(&show, left)?;
+                let now = got.trim();
+                *last = format!("ActiveState={now}");
+                Ok((now == state).then_some(()))
+            })
+        })
     }
 }

@@ -345,7 +345,7 @@ impl UnitWaiter {
 
 /// The shell command running `systemctl <args>`: the system manager's, or `user`'s as NixOS does
 /// it (a login shell of the user, `XDG_RUNTIME_DIR` set so systemctl finds the user manager).
-fn systemctl_command(args: &str, user: Option<&str>) -> String {
+pub(crate) fn systemctl_command(args: &str, user: Option<&str>) -> String {
     match user {
         None => format!("systemctl {args}"),
         Some(_) => in_manager(&format!("systemctl --user {args}"), user),

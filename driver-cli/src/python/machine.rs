@@ -2,6 +2,7 @@
 //! values, each a call into `driver::Machine` with the GIL released.
 
 use super::calls::{call, unlocked};
+use super::duration::{duration, Secs};
 use super::errors::{driver_error, raise};
 use crate::interact::{interact, Target};
 use driver::{Driver, Machine};
@@ -21,11 +22,6 @@ pub struct MachineEnv {
     pub out_dir: PathBuf,
     /// `--enable-ocr` (NixOS's `enableOCR`): without it, OCR raises as NixOS's driver does.
     pub ocr: bool,
-}
-
-/// Seconds as a timeout; what is not a non-negative number counts as none given.
-fn secs(t: Option<f64>) -> Option<Duration> {
-    t.and_then(|t| Duration::try_from_secs_f64(t).ok())
 }
 
 /// A virtual terminal's number, given as NixOS scripts give it (`1` or `"1"`).
@@ -275,12 +271,12 @@ impl PyMachine {
     /// NixOS's `wait_for_qmp_event(event_filter, timeout=600)`: the first QMP event (a dict with
     /// `event`, `data`, `timestamp`) `event_filter` accepts. Events are the driver's (see
     /// `driver::Machine::wait_for_qmp_event`): those not looked at by an earlier wait come first.
-    #[pyo3(signature = (event_filter, timeout=600.0))]
+    #[pyo3(signature = (event_filter, timeout=Secs(600.0)))]
     fn wait_for_qmp_event(
         &self,
         py: Python<'_>,
         event_filter: Py<PyAny>,
-        timeout: f64,
+        timeout: Secs,
     ) -> PyResult<Py<PyAny>> {
         // The filter's exception ends the wait (the filter says yes) and is raised here.
         let mut raised: Option<PyErr> = None;
@@ -298,7 +294,7 @@ impl PyMachine {
                             true
                         })
                     },
-                    secs(Some(timeout)),
+                    timeout.duration(),
                 )
             })
         };
@@ -321,8 +317,8 @@ impl PyMachine {
     }
 
     /// Sleeps `secs` in the guest's time (NixOS runs `sleep` in the guest).
-    fn sleep(&self, py: Python<'_>, secs: f64) -> PyResult<()> {
-        call(py, || self.m.sleep(secs))
+    fn sleep(&self, py: Python<'_>, secs: Secs) -> PyResult<()> {
+        call(py, || self.m.sleep(secs.0))
     }
 
     // Commands.
@@ -332,9 +328,9 @@ impl PyMachine {
         &self,
         py: Python<'_>,
         commands: Vec<String>,
-        timeout: Option<f64>,
+        timeout: Option<Secs>,
     ) -> PyResult<String> {
-        let Some(t) = secs(timeout) else {
+        let Some(t) = duration(timeout) else {
             return call(py, || self.m.succeed(commands));
         };
         let name = self.m.name().to_string();
@@ -360,9 +356,9 @@ impl PyMachine {
         &self,
         py: Python<'_>,
         commands: Vec<String>,
-        timeout: Option<f64>,
+        timeout: Option<Secs>,
     ) -> PyResult<String> {
-        let Some(t) = secs(timeout) else {
+        let Some(t) = duration(timeout) else {
             return call(py, || self.m.fail(commands));
         };
         let name = self.m.name().to_string();
@@ -380,14 +376,14 @@ impl PyMachine {
     /// accepts that the command takes the machine down); `check_output=False` starts the command
     /// and returns `(-2, "")` at once, its output discarded, as NixOS's does (which sends it and
     /// reads nothing back: `execute("reboot", check_output=False)`).
-    #[pyo3(signature = (command, check_return=true, check_output=true, timeout=Some(900.0)))]
+    #[pyo3(signature = (command, check_return=true, check_output=true, timeout=Some(Secs(900.0))))]
     fn execute(
         &self,
         py: Python<'_>,
         command: &str,
         check_return: bool,
         check_output: bool,
-        timeout: Option<f64>,
+        timeout: Option<Secs>,
     ) -> PyResult<(i32, String)> {
         if !check_output {
             // In the background of the command's own subshell: the call returns once it started.
@@ -399,7 +395,7 @@ impl PyMachine {
                 Err(e) => Err(e),
             };
         }
-        let got = call(py, || match secs(timeout) {
+        let got = call(py, || match duration(timeout) {
             Some(t) => self.m.execute_within(command, t),
             None => self.m.execute(command),
         });
@@ -424,16 +420,39 @@ impl PyMachine {
         }
     }
 
-    #[pyo3(signature = (command, timeout=900.0))]
-    fn wait_until_succeeds(&self, py: Python<'_>, command: &str, timeout: f64) -> PyResult<String> {
-        call(py, || {
-            self.m.wait_until_succeeds(command, secs(Some(timeout)))
+    /// NixOS's `wait_until_succeeds(command, timeout=900, attempt_timeout=None)`: a try still
+    /// running after `attempt_timeout` is stopped and the command tried again.
+    #[pyo3(signature = (command, timeout=Secs(900.0), attempt_timeout=None))]
+    fn wait_until_succeeds(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        timeout: Secs,
+        attempt_timeout: Option<Secs>,
+    ) -> PyResult<String> {
+        call(py, || match duration(attempt_timeout) {
+            Some(a) => self
+                .m
+                .wait_until_succeeds_bounded(command, timeout.duration(), a),
+            None => self.m.wait_until_succeeds(command, timeout.duration()),
         })
     }
 
-    #[pyo3(signature = (command, timeout=900.0))]
-    fn wait_until_fails(&self, py: Python<'_>, command: &str, timeout: f64) -> PyResult<String> {
-        call(py, || self.m.wait_until_fails(command, secs(Some(timeout))))
+    /// NixOS's `wait_until_fails`, with `attempt_timeout` as `wait_until_succeeds` has it.
+    #[pyo3(signature = (command, timeout=Secs(900.0), attempt_timeout=None))]
+    fn wait_until_fails(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        timeout: Secs,
+        attempt_timeout: Option<Secs>,
+    ) -> PyResult<String> {
+        call(py, || match duration(attempt_timeout) {
+            Some(a) => self
+                .m
+                .wait_until_fails_bounded(command, timeout.duration(), a),
+            None => self.m.wait_until_fails(command, timeout.duration()),
+        })
     }
 
     // systemd.
@@ -446,18 +465,35 @@ impl PyMachine {
         })
     }
 
-    #[pyo3(signature = (unit, user=None, timeout=900.0))]
+    #[pyo3(signature = (unit, user=None, timeout=Secs(900.0)))]
     fn wait_for_unit(
         &self,
         py: Python<'_>,
         unit: &str,
         user: Option<&str>,
-        timeout: f64,
+        timeout: Secs,
     ) -> PyResult<()> {
-        let t = secs(Some(timeout));
+        let t = timeout.duration();
         call(py, || match user {
             Some(u) => self.m.wait_for_user_unit(unit, u, t),
             None => self.m.wait_for_unit(unit, t),
+        })
+    }
+
+    /// NixOS's `wait_for_unit_active_state(unit, state, timeout=…)`: until the unit's
+    /// `ActiveState` is `state`.
+    #[pyo3(signature = (unit, state, user=None, timeout=Secs(900.0)))]
+    fn wait_for_unit_active_state(
+        &self,
+        py: Python<'_>,
+        unit: &str,
+        state: &str,
+        user: Option<&str>,
+        timeout: Secs,
+    ) -> PyResult<()> {
+        call(py, || {
+            self.m
+                .wait_for_unit_active_state(unit, state, user, timeout.duration())
         })
     }
 
@@ -552,50 +588,50 @@ impl PyMachine {
 
     // Files and ports.
 
-    #[pyo3(signature = (filename, timeout=900.0))]
-    fn wait_for_file(&self, py: Python<'_>, filename: &str, timeout: f64) -> PyResult<()> {
-        call(py, || self.m.wait_for_file(filename, secs(Some(timeout))))
+    #[pyo3(signature = (filename, timeout=Secs(900.0)))]
+    fn wait_for_file(&self, py: Python<'_>, filename: &str, timeout: Secs) -> PyResult<()> {
+        call(py, || self.m.wait_for_file(filename, timeout.duration()))
     }
 
-    #[pyo3(signature = (port, addr="localhost", timeout=900.0))]
+    #[pyo3(signature = (port, addr="localhost", timeout=Secs(900.0)))]
     fn wait_for_open_port(
         &self,
         py: Python<'_>,
         port: u16,
         addr: &str,
-        timeout: f64,
+        timeout: Secs,
     ) -> PyResult<()> {
         call(py, || {
             self.m
-                .wait_for_open_port(port, Some(addr), secs(Some(timeout)))
+                .wait_for_open_port(port, Some(addr), timeout.duration())
         })
     }
 
-    #[pyo3(signature = (port, addr="localhost", timeout=900.0))]
+    #[pyo3(signature = (port, addr="localhost", timeout=Secs(900.0)))]
     fn wait_for_closed_port(
         &self,
         py: Python<'_>,
         port: u16,
         addr: &str,
-        timeout: f64,
+        timeout: Secs,
     ) -> PyResult<()> {
         call(py, || {
             self.m
-                .wait_for_closed_port(port, Some(addr), secs(Some(timeout)))
+                .wait_for_closed_port(port, Some(addr), timeout.duration())
         })
     }
 
-    #[pyo3(signature = (addr, is_datagram=false, timeout=900.0))]
+    #[pyo3(signature = (addr, is_datagram=false, timeout=Secs(900.0)))]
     fn wait_for_open_unix_socket(
         &self,
         py: Python<'_>,
         addr: &str,
         is_datagram: bool,
-        timeout: f64,
+        timeout: Secs,
     ) -> PyResult<()> {
         call(py, || {
             self.m
-                .wait_for_open_unix_socket(addr, is_datagram, secs(Some(timeout)))
+                .wait_for_open_unix_socket(addr, is_datagram, timeout.duration())
         })
     }
 
@@ -636,9 +672,12 @@ impl PyMachine {
         &self,
         py: Python<'_>,
         regex: &str,
-        timeout: Option<f64>,
+        timeout: Option<Secs>,
     ) -> PyResult<()> {
-        call(py, || self.m.wait_for_console_text(regex, secs(timeout))).map(drop)
+        call(py, || {
+            self.m.wait_for_console_text(regex, duration(timeout))
+        })
+        .map(drop)
     }
 
     fn get_console_log(&self) -> String {
@@ -654,18 +693,17 @@ impl PyMachine {
         call(py, || self.m.get_tty_text(n))
     }
 
-    #[pyo3(signature = (tty, regexp, timeout=900.0))]
+    #[pyo3(signature = (tty, regexp, timeout=Secs(900.0)))]
     fn wait_until_tty_matches(
         &self,
         py: Python<'_>,
         tty: &Bound<'_, PyAny>,
         regexp: &str,
-        timeout: f64,
+        timeout: Secs,
     ) -> PyResult<()> {
         let n = tty_number(tty)?;
         call(py, || {
-            self.m
-                .wait_until_tty_matches(n, regexp, secs(Some(timeout)))
+            self.m.wait_until_tty_matches(n, regexp, timeout.duration())
         })
     }
 
@@ -675,15 +713,15 @@ impl PyMachine {
     }
 
     /// NixOS's `send_key`; the driver paces keys itself, so `delay` and `log` change nothing.
-    #[pyo3(signature = (key, delay=Some(0.01), log=true))]
-    fn send_key(&self, py: Python<'_>, key: &str, delay: Option<f64>, log: bool) -> PyResult<()> {
+    #[pyo3(signature = (key, delay=Some(Secs(0.01)), log=true))]
+    fn send_key(&self, py: Python<'_>, key: &str, delay: Option<Secs>, log: bool) -> PyResult<()> {
         let _ = (delay, log);
         call(py, || self.m.send_key(key))
     }
 
-    #[pyo3(signature = (chars, delay=Some(0.01)))]
-    fn send_chars(&self, py: Python<'_>, chars: &str, delay: Option<f64>) -> PyResult<()> {
-        call(py, || self.m.send_chars(chars, secs(delay)))
+    #[pyo3(signature = (chars, delay=Some(Secs(0.01))))]
+    fn send_chars(&self, py: Python<'_>, chars: &str, delay: Option<Secs>) -> PyResult<()> {
+        call(py, || self.m.send_chars(chars, duration(delay)))
     }
 
     fn get_screen_text(&self, py: Python<'_>) -> PyResult<String> {
@@ -696,28 +734,28 @@ impl PyMachine {
         call(py, || self.m.get_screen_text_variants())
     }
 
-    #[pyo3(signature = (regex, timeout=900.0))]
-    fn wait_for_text(&self, py: Python<'_>, regex: &str, timeout: f64) -> PyResult<()> {
+    #[pyo3(signature = (regex, timeout=Secs(900.0)))]
+    fn wait_for_text(&self, py: Python<'_>, regex: &str, timeout: Secs) -> PyResult<()> {
         self.require_ocr(py)?;
-        call(py, || self.m.wait_for_text(regex, secs(Some(timeout))))
+        call(py, || self.m.wait_for_text(regex, timeout.duration()))
     }
 
     fn screenshot(&self, py: Python<'_>, filename: &str) -> PyResult<()> {
         call(py, || self.m.screenshot(filename)).map(drop)
     }
 
-    #[pyo3(signature = (timeout=900.0))]
-    fn wait_for_x(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        call(py, || self.m.wait_for_x(secs(Some(timeout))))
+    #[pyo3(signature = (timeout=Secs(900.0)))]
+    fn wait_for_x(&self, py: Python<'_>, timeout: Secs) -> PyResult<()> {
+        call(py, || self.m.wait_for_x(timeout.duration()))
     }
 
     fn get_window_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         call(py, || self.m.get_window_names())
     }
 
-    #[pyo3(signature = (regexp, timeout=900.0))]
-    fn wait_for_window(&self, py: Python<'_>, regexp: &str, timeout: f64) -> PyResult<()> {
-        call(py, || self.m.wait_for_window(regexp, secs(Some(timeout))))
+    #[pyo3(signature = (regexp, timeout=Secs(900.0)))]
+    fn wait_for_window(&self, py: Python<'_>, regexp: &str, timeout: Secs) -> PyResult<()> {
+        call(py, || self.m.wait_for_window(regexp, timeout.duration()))
     }
 }
 

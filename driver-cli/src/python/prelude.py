@@ -7,6 +7,7 @@ match on them; this is written for vm-test-driver, not taken from NixOS.
 
 import builtins
 import contextlib
+import datetime
 import os
 import pathlib
 import re
@@ -78,6 +79,29 @@ _module(
     Interrupted=Interrupted,
     PollingConditionError=PollingConditionError,
     QMPEventTimeout=QMPEventTimeout,
+)
+
+
+# durations
+
+
+def as_seconds(duration):
+    """A duration (a `timedelta`, or seconds) in seconds; a bool or anything else is refused."""
+    return _rt.seconds(duration)
+
+
+def as_timedelta(duration):
+    """A duration (a `timedelta`, or seconds) as a `timedelta`."""
+    if isinstance(duration, datetime.timedelta):
+        return duration
+    return datetime.timedelta(seconds=as_seconds(duration))
+
+
+_module(
+    "duration",
+    Duration=datetime.timedelta | int | float,
+    as_seconds=as_seconds,
+    as_timedelta=as_timedelta,
 )
 
 
@@ -191,33 +215,60 @@ _module("logger", rootlog=rootlog, AbstractLogger=Logger, Logger=Logger)
 # retry and the machines
 
 
-def retry(fn, timeout_seconds=900, *, timeout=None):
-    """Calls `fn(last_try)` until it returns true, pausing with `time.sleep` between tries (which
-    serves the machines, see `_serving_sleep`); the last call gets `True`. The timeout is
-    multiplied by the run's factor, as every wait's is. The time is the pauses' total as well as
-    the clock's, whichever ends first: a script that makes `time.sleep` return at once (NixOS's
-    tests do) gets a bounded number of tries, not a busy loop for the whole timeout."""
-    if timeout is not None:
-        timeout_seconds = timeout
-    limit = timeout_seconds * _rt.timeout_factor
+class _Remaining(float):
+    """What `retry` passes its function: the seconds left (today's NixOS passes them), which is
+    false but on the last try (older NixOS passed `last_try`), so functions of either kind work."""
+
+    def __new__(cls, seconds, last):
+        remaining = super().__new__(cls, seconds)
+        remaining.last = last
+        return remaining
+
+    def __bool__(self):
+        return self.last
+
+
+_DEFAULT_RETRY = 900
+
+
+def retry(fn, timeout_seconds=_DEFAULT_RETRY, *, timeout=_DEFAULT_RETRY):
+    """Calls `fn(remaining)` until it returns true, pausing with `time.sleep` between tries (which
+    serves the machines, see `_serving_sleep`). `remaining` is the seconds left, false but on the
+    last try (see `_Remaining`); `timeout=None` retries for ever with `remaining` None. The timeout
+    (a `timedelta` or seconds) is multiplied by the run's factor, as every wait's is.
+
+    Given as `timeout=` (today's NixOS), no time left means no try; given as `timeout_seconds`
+    (older NixOS), a last try is made even then. The time is the pauses' total as well as the
+    clock's, whichever ends first: a script that makes `time.sleep` return at once (NixOS's tests
+    do) gets a bounded number of tries, not a busy loop for the whole timeout."""
+    older = timeout_seconds is not _DEFAULT_RETRY or timeout is _DEFAULT_RETRY
+    given = timeout_seconds if older else timeout
+    if given is None:
+        while not fn(None):
+            time.sleep(1)
+        return
+    seconds = as_seconds(given)
+    limit = seconds * _rt.timeout_factor
     t0 = time.monotonic()
     paused = 0.0
     delay = 0.05
     while True:
-        if fn(False):
-            return
         left = limit - max(time.monotonic() - t0, paused)
         if left <= 0:
+            if older and fn(_Remaining(0.0, last=True)):
+                return
             break
         pause = min(delay, left)
+        if fn(_Remaining(left, last=left <= pause)):
+            return
+        if left <= pause:
+            break
         time.sleep(pause)
         paused += pause
         delay = min(delay * 2, 1.0)
-    if not fn(True):
-        raise RequestedAssertionFailed(
-            f"action timed out after {time.monotonic() - t0:.2f} seconds "
-            f"(timeout={timeout_seconds})"
-        )
+    raise RequestedAssertionFailed(
+        f"action timed out after {time.monotonic() - t0:.2f} seconds (timeout={seconds:g})"
+    )
 
 
 def _serving_sleep(seconds):
@@ -233,11 +284,14 @@ def _serving_sleep(seconds):
 
 class PollingCondition:
     """NixOS's `PollingCondition`: a check that must keep holding while its `with` block runs;
-    the driver runs it before guest commands, at most once per `seconds_interval`."""
+    the driver runs it before guest commands, at most once per `interval` (a `timedelta`)."""
 
-    def __init__(self, condition, logger=None, seconds_interval=2.0, description=None):
+    def __init__(
+        self, condition, logger=None, seconds_interval=None, description=None, *, interval=None
+    ):
         self.condition = condition
-        self.seconds_interval = seconds_interval
+        self.interval = _interval(seconds_interval, interval)
+        self.seconds_interval = self.interval.total_seconds()
         if description is not None:
             self.description = str(description)
         elif condition.__doc__:
@@ -266,12 +320,26 @@ class PollingCondition:
             raise PollingConditionError(self.status_message(False))
 
 
+def _interval(seconds_interval, interval):
+    """A polling condition's interval as a `timedelta`: `interval=` (today's NixOS) or
+    `seconds_interval=` (older), not both; 2 seconds when neither is given."""
+    if seconds_interval is not None and interval is not None:
+        raise TypeError(
+            "PollingCondition() got both 'interval' and 'seconds_interval' arguments. "
+            "Pass only 'interval'"
+        )
+    given = interval if interval is not None else seconds_interval
+    return datetime.timedelta(seconds=2) if given is None else as_timedelta(given)
+
+
 class _Poll:
     """What `@polling_condition` makes of a function: `with it:` puts the condition in force (in
     the driver, which checks it before each guest command); `.condition` is the condition."""
 
-    def __init__(self, fun, seconds_interval=2.0, description=None):
-        self.condition = PollingCondition(fun, rootlog, seconds_interval, description)
+    def __init__(self, fun, seconds_interval=None, description=None, interval=None):
+        self.condition = PollingCondition(
+            fun, rootlog, seconds_interval, description, interval=interval
+        )
         self._guards = []
 
     def __enter__(self):
@@ -305,11 +373,12 @@ _module(
 )
 
 
-def polling_condition(fun_=None, *, seconds_interval=2.0, description=None):
-    """NixOS's `polling_condition`: a decorator, bare or with `seconds_interval=`/`description=`."""
+def polling_condition(fun_=None, *, seconds_interval=None, description=None, interval=None):
+    """NixOS's `polling_condition`: a decorator, bare or with `interval=` (or the older
+    `seconds_interval=`) and `description=`."""
     if fun_ is None:
-        return lambda fun: _Poll(fun, seconds_interval, description)
-    return _Poll(fun_, seconds_interval, description)
+        return lambda fun: _Poll(fun, seconds_interval, description, interval)
+    return _Poll(fun_, seconds_interval, description, interval)
 
 
 # QMP and VLANs
@@ -415,10 +484,20 @@ class Driver:
     def create_machine(self, start_command, *, name=None, keep_machine_state=False):
         return _rt.create_machine(str(start_command), name)
 
-    def polling_condition(self, fun_=None, *, seconds_interval=2.0, description=None):
+    def polling_condition(
+        self, fun_=None, *, seconds_interval=None, description=None, interval=None
+    ):
         return polling_condition(
-            fun_, seconds_interval=seconds_interval, description=description
+            fun_, seconds_interval=seconds_interval, description=description, interval=interval
         )
+
+
+class Debug:
+    """NixOS's `debug` without its debug hook (`enableDebugHook`, a remote pdb for sandboxed
+    builds): `breakpoint()` notes that it was reached and goes on, as NixOS's does without it."""
+
+    def breakpoint(self, host="127.0.0.1", port=4444):
+        rootlog.info("breakpoint reached: this run has no debug hook; going on")
 
 
 class AssertionTester(unittest.TestCase):
@@ -460,6 +539,7 @@ def test_symbols():
         Machine=Machine,
         BaseMachine=Machine,
         t=AssertionTester(),
+        debug=Debug(),
     )
     for m in machines:
         symbols[pythonize_name(m.name)] = m

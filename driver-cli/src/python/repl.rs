@@ -1,6 +1,7 @@
 //! `--interactive` with a Python test script: a Python REPL over the script's globals, as NixOS's
 //! driver opens one (it embeds ptpython; this is the REPL loop the Rhai one uses, with Python's
-//! own `codeop` telling whole input from input that reads on). `test_script()` runs the script.
+//! own `codeop` telling whole input from input that reads on). `test_script()` runs the script
+//! (a global of every Python run).
 
 use super::interrupts::Watch;
 use super::Script;
@@ -29,11 +30,6 @@ impl Script {
     ) -> anyhow::Result<()> {
         Python::attach(|py| {
             let globals = self.globals.bind(py);
-            // NixOS's `test_script()`: the script, in the REPL's globals.
-            let test_script = py
-                .eval(c"lambda code, g: lambda: exec(code, g)", None, None)?
-                .call1((self.code.bind(py), globals))?;
-            globals.set_item("test_script", test_script)?;
             let compile = py.import("codeop")?.getattr("compile_command")?;
             let exec = py.import("builtins")?.getattr("exec")?;
             let handler = py.import("test_driver")?.getattr("_on_interrupt")?;

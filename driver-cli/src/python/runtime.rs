@@ -3,6 +3,7 @@
 //! conditions, VLANs).
 
 use super::calls::{call, unlocked};
+use super::duration::Secs;
 use super::errors::{describe, locate, subtest_failure};
 use super::machine::{MachineEnv, PyMachine};
 use crate::output::Output;
@@ -90,6 +91,11 @@ impl Runtime {
     fn sleep(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
         let d = Duration::try_from_secs_f64(seconds).unwrap_or_default();
         call(py, || self.driver.sleep(d))
+    }
+
+    /// A duration argument (a `timedelta`, or seconds) in seconds, refused as NixOS refuses one.
+    fn seconds(&self, duration: Secs) -> f64 {
+        duration.0
     }
 
     /// Raises `Interrupted` when the run must stop.

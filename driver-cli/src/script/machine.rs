@@ -104,6 +104,21 @@ pub fn register(e: &mut Engine, driver: &Driver) {
             m.wait_until_succeeds(c, Some(secs(t)?)).map_err(err)
         },
     );
+    // With a bound on each try (NixOS's `attempt_timeout`).
+    e.register_fn(
+        "wait_until_succeeds",
+        |m: &mut Machine, c: &str, t: Dynamic, attempt: Dynamic| {
+            m.wait_until_succeeds_bounded(c, Some(secs(t)?), secs(attempt)?)
+                .map_err(err)
+        },
+    );
+    e.register_fn(
+        "wait_until_fails",
+        |m: &mut Machine, c: &str, t: Dynamic, attempt: Dynamic| {
+            m.wait_until_fails_bounded(c, Some(secs(t)?), secs(attempt)?)
+                .map_err(err)
+        },
+    );
     e.register_fn("wait_until_fails", |m: &mut Machine, c: &str| {
         m.wait_until_fails(c, None).map_err(err)
     });
@@ -260,6 +275,19 @@ pub fn register(e: &mut Engine, driver: &Driver) {
     e.register_fn("require_unit_state", |m: &mut Machine, u: &str, s: &str| {
         m.require_unit_state(u, s).map_err(err)
     });
+    e.register_fn(
+        "wait_for_unit_active_state",
+        |m: &mut Machine, u: &str, s: &str| {
+            m.wait_for_unit_active_state(u, s, None, None).map_err(err)
+        },
+    );
+    e.register_fn(
+        "wait_for_unit_active_state",
+        |m: &mut Machine, u: &str, s: &str, t: Dynamic| {
+            m.wait_for_unit_active_state(u, s, None, Some(secs(t)?))
+                .map_err(err)
+        },
+    );
     e.register_fn("wait_for_open_unix_socket", |m: &mut Machine, p: &str| {
         m.wait_for_open_unix_socket(p, false, None).map_err(err)
     });

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Callable, Protocol, overload
 
+from test_driver.duration import Duration
 from test_driver.machine import Machine
 from test_driver.vlan import VLan
 
@@ -23,7 +24,7 @@ class PollingConditionContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
-    def wait(self, timeout: float = 900) -> None: ...
+    def wait(self, timeout: Duration = 900) -> None: ...
 
 class PollingConditionFactory(Protocol):
     """NixOS's `polling_condition`: a decorator, with or without arguments, or a call on a check."""
@@ -33,17 +34,24 @@ class PollingConditionFactory(Protocol):
         self,
         fun_: Callable[[], bool | None],
         *,
-        seconds_interval: float = 2.0,
+        seconds_interval: Duration | None = None,
         description: str | None = None,
+        interval: Duration | None = None,
     ) -> PollingConditionContext: ...
     @overload
     def __call__(
         self,
         fun_: None = None,
         *,
-        seconds_interval: float = 2.0,
+        seconds_interval: Duration | None = None,
         description: str | None = None,
+        interval: Duration | None = None,
     ) -> Callable[[Callable[[], bool | None]], PollingConditionContext]: ...
+
+class Debug:
+    """NixOS's `debug` (its debug hook is not offered: `breakpoint()` goes on)."""
+
+    def breakpoint(self, host: str = "127.0.0.1", port: int = 4444) -> None: ...
 
 class Driver:
     out_dir: Path

@@ -6,7 +6,7 @@ import os as os
 from contextlib import AbstractContextManager
 from typing import Callable, Protocol
 
-from test_driver.driver import AssertionTester, Driver, PollingConditionFactory
+from test_driver.driver import AssertionTester, Debug, Driver, PollingConditionFactory
 from test_driver.logger import Logger
 from test_driver.machine import BaseMachine as BaseMachine
 from test_driver.machine import Machine as Machine
@@ -17,6 +17,7 @@ start_all: Callable[[], None]
 join_all: Callable[[], None]
 subtest: Callable[[str], AbstractContextManager[None]]
 test_script: Callable[[], None]
+run_tests: Callable[[], None]
 machines: list[Machine]
 machines_qemu: list[Machine]
 machines_nspawn: list[Machine]
@@ -28,6 +29,7 @@ polling_condition: PollingConditionFactory
 serial_stdout_on: Callable[[], None]
 serial_stdout_off: Callable[[], None]
 t: AssertionTester
+debug: Debug
 
 def partition(*groups: list[Machine]) -> None:
     """vm-test-driver's: each group of machines cut off from the others until `heal()`."""

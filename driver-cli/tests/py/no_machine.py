@@ -55,6 +55,45 @@ time.sleep(0.05)  # the driver's own pause, serving machines
 with must_raise("non-negative", ValueError):
     time.sleep(-1)
 
+# Today's NixOS retry: `timeout=` a timedelta (or None: no bound), `fn` gets the seconds left.
+import datetime as dt
+from test_driver.duration import Duration, as_seconds, as_timedelta
+
+unbounded = []
+retry(lambda remaining: unbounded.append(remaining) or True, timeout=None)
+assert unbounded == [None], unbounded
+tries = []
+
+def slow_failure(remaining):
+    assert remaining is not None and remaining > 0, remaining
+    tries.append(remaining)
+    time.sleep(0.3)
+    return False
+
+with must_raise("action timed out", RequestedAssertionFailed):
+    retry(slow_failure, timeout=dt.timedelta(seconds=0.01))
+assert len(tries) == 1, tries
+never = []
+with must_raise("action timed out"):
+    retry(lambda remaining: never.append(remaining) or True, timeout=dt.timedelta(0))
+assert never == [], never
+# A function of the older kind (`last_try`) sees False until its last try.
+seen = []
+retry(lambda last: seen.append(bool(last)) or last, timeout=dt.timedelta(seconds=0.3))
+assert seen[-1] is True and not any(seen[:-1]) and len(seen) > 1, seen
+
+# Durations: timedelta or seconds; a bool, or a string, is refused in NixOS's words.
+assert as_seconds(dt.timedelta(minutes=1)) == 60.0 and as_seconds(2) == 2.0
+assert as_timedelta(1.5) == dt.timedelta(seconds=1.5)
+with must_raise("expected a duration, got bool: True", TypeError):
+    as_seconds(True)
+with must_raise("expected a timedelta, int, or float duration, got str", TypeError):
+    retry(lambda remaining: True, timeout="10")
+
+# NixOS's remaining globals: `debug` (no hook here), `test_script`/`run_tests`.
+debug.breakpoint()
+assert callable(test_script) and callable(run_tests)
+
 # polling_condition as nixpkgs builds it: description, docstring or name.
 @polling_condition
 def named_only():
@@ -72,6 +111,16 @@ assert named_only.condition.description == "named_only"
 assert documented.condition.description == "what the docstring says"
 assert described.condition.description == "told outright"
 assert described.condition.seconds_interval == 0.5
+assert described.condition.interval == dt.timedelta(seconds=0.5)
+
+@polling_condition(interval=dt.timedelta(milliseconds=250))
+def by_interval():
+    return True
+
+assert by_interval.condition.seconds_interval == 0.25
+assert named_only.condition.interval == dt.timedelta(seconds=2)
+with must_raise("got both 'interval' and 'seconds_interval'", TypeError):
+    PollingCondition(lambda: True, log, 1.0, interval=dt.timedelta(seconds=1))
 assert isinstance(named_only.condition, PollingCondition)
 assert documented.condition.check() is True  # None counts as holding
 with named_only, described:

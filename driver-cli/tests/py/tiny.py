@@ -41,6 +41,28 @@ with subtest("execute without its output returns at once"):
     assert machine.succeed("cat /tmp/detached") == "hi\n"
     machine.succeed("pkill -f 'sleep 60' || true")
 
+with subtest("durations and a bound on each try"):
+    import datetime as dt
+
+    machine.succeed("rm -f /tmp/attempts", timeout=dt.timedelta(seconds=30))
+    t0 = time.monotonic()
+    with must_raise("action timed out"):
+        machine.wait_until_succeeds(
+            "echo attempt >> /tmp/attempts; exec sleep 600 > /dev/null",
+            timeout=dt.timedelta(seconds=2),
+            attempt_timeout=dt.timedelta(seconds=0.4),
+        )
+    elapsed = time.monotonic() - t0
+    attempts = int(machine.succeed("wc -l < /tmp/attempts"))
+    # Each try stopped after its bound (times the run's factor) and the command tried again.
+    assert attempts >= 3, attempts
+    assert elapsed < 40, elapsed  # 2 s times the run's factor (5 under TCG), and the last try
+    machine.fail("pgrep -x sleep")  # the abandoned tries were stopped in the guest
+    machine.wait_until_fails("false", dt.timedelta(seconds=5), attempt_timeout=1)
+    machine.wait_for_file("/tmp/attempts", timeout=dt.timedelta(minutes=1))
+    with must_raise("expected a duration, got bool", TypeError):
+        machine.wait_for_file("/tmp/attempts", timeout=True)
+
 with subtest("shell syntax and OCR"):
     with must_raise("unexpected token"):
         machine.execute(")")

@@ -88,7 +88,28 @@ impl Machine {
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
         let _step = self.step(format!("waiting for success: {command}"));
-        self.until_status(command, timeout, true)
+        self.until_status(command, timeout, None, true)
+    }
+
+    /// [`wait_until_succeeds`](Self::wait_until_succeeds) with each try bounded by `attempt`
+    /// (NixOS's `attempt_timeout`): a try still running then is stopped in the guest and the
+    /// command tried again, so one that hangs at times cannot use up the whole wait.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// use std::time::Duration;
+    /// vm.wait_until_succeeds_bounded("curl -sf http://server/", None, Duration::from_secs(5))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_until_succeeds_bounded(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        attempt: Duration,
+    ) -> Result<String, Error> {
+        let _step = self.step(format!("waiting for success: {command}"));
+        self.until_status(command, timeout, Some(attempt), true)
     }
 
     /// Runs `command` until it exits non-zero (default timeout); returns its output.
@@ -105,21 +126,52 @@ impl Machine {
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
         let _step = self.step(format!("waiting for failure: {command}"));
-        self.until_status(command, timeout, false)
+        self.until_status(command, timeout, None, false)
     }
 
+    /// [`wait_until_fails`](Self::wait_until_fails) with each try bounded by `attempt`, as
+    /// [`wait_until_succeeds_bounded`](Self::wait_until_succeeds_bounded) bounds them.
+    pub fn wait_until_fails_bounded(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        attempt: Duration,
+    ) -> Result<String, Error> {
+        let _step = self.step(format!("waiting for failure: {command}"));
+        self.until_status(command, timeout, Some(attempt), false)
+    }
+
+    /// Runs `command` until its status is 0 (`success`) or not, each try within `attempt` (times
+    /// the factor) when given, else within what is left of the wait.
     fn until_status(
         &self,
         command: &str,
         timeout: Option<Duration>,
+        attempt: Option<Duration>,
         success: bool,
     ) -> Result<String, Error> {
         let what = format!(
             "`{command}` to {}",
             if success { "succeed" } else { "fail" }
         );
+        let attempt = attempt.map(|a| self.limit(Some(a)));
         self.retry(&what, self.limit(timeout), |left, last| {
-            let (status, out) = self.execute_for(command, left)?;
+            let bound = attempt.map_or(left, |a| a.min(left));
+            let (status, out) = match self.execute_for(command, bound) {
+                Ok(got) => got,
+                // A try still running at its bound (or at the wait's end) was stopped in the
+                // guest: tried again while time is left, else the wait's timeout says so.
+                Err(e) => match e.cause() {
+                    Error::Timeout { last: shown, .. } => {
+                        *last = format!(
+                            "a try was still running after {bound:?} and was stopped; its \
+                             output:\n{shown}"
+                        );
+                        return Ok(None);
+                    }
+                    _ => return Err(e),
+                },
+            };
             *last = format!(
                 "exit status {status}, output:\n{}",
                 tail_text(out.as_bytes(), 2000)
