@@ -33,8 +33,12 @@ const STUBS: &[(&str, &str)] = &[
         include_str!("../stubs/test_driver/logger.pyi"),
     ),
     (
-        "machine.pyi",
-        include_str!("../stubs/test_driver/machine.pyi"),
+        "machine/__init__.pyi",
+        include_str!("../stubs/test_driver/machine/__init__.pyi"),
+    ),
+    (
+        "machine/qmp.pyi",
+        include_str!("../stubs/test_driver/machine/qmp.pyi"),
     ),
     (
         "polling_condition.pyi",
@@ -62,6 +66,10 @@ pub fn write_stubs(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot create {}", package.display()))?;
     for (name, text) in STUBS {
         let file = package.join(name);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(package)
@@ -315,12 +323,16 @@ mod tests {
     }
 
     /// The stubs describe the runtime: every method of the embedded `Machine` is in
-    /// `machine.pyi`, and the stub adds only what the runtime does not have yet (listed here).
+    /// `machine/__init__.pyi`, and the stub adds only what the runtime does not have yet (listed here).
     #[test]
     fn the_machine_stub_matches_the_runtime_class() {
         use pyo3::prelude::*;
         use std::collections::BTreeSet;
-        let stub = STUBS.iter().find(|(n, _)| *n == "machine.pyi").unwrap().1;
+        let stub = STUBS
+            .iter()
+            .find(|(n, _)| *n == "machine/__init__.pyi")
+            .unwrap()
+            .1;
         let stubbed: BTreeSet<String> = stub
             .lines()
             .filter_map(|l| l.trim().strip_prefix("def "))
@@ -340,7 +352,10 @@ mod tests {
                 .collect()
         });
         let missing: Vec<&String> = runtime.difference(&stubbed).collect();
-        assert!(missing.is_empty(), "not in machine.pyi: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "not in machine/__init__.pyi: {missing:?}"
+        );
         // NixOS's, stubbed ahead of the runtime (the Python API is being completed).
         let ahead = [
             "console_interact",
@@ -354,7 +369,7 @@ mod tests {
             .collect();
         assert!(
             extra.is_empty(),
-            "in machine.pyi, not in the runtime: {extra:?}"
+            "in machine/__init__.pyi, not in the runtime: {extra:?}"
         );
     }
 }

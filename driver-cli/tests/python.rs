@@ -379,7 +379,13 @@ fn typecheck_passes_a_correct_script_and_names_a_misspelt_method_and_keyword() {
     let stubs = dir.join("stubs");
     let o = run(&["stubs", stubs.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    for f in ["py.typed", "machine.pyi", "driver.pyi", "testscript.pyi"] {
+    for f in [
+        "py.typed",
+        "machine/__init__.pyi",
+        "machine/qmp.pyi",
+        "driver.pyi",
+        "testscript.pyi",
+    ] {
         assert!(stubs.join("test_driver").join(f).is_file(), "{f}");
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -447,6 +447,8 @@ _module(
     QemuMachine=Machine,
     retry=retry,
 )
+# Both places NixOS has had them.
+_module("qmp", QMPSession=QMPSession, QMPAPIError=QMPAPIError)
 _module("machine.qmp", QMPSession=QMPSession, QMPAPIError=QMPAPIError)
 
 

@@ -9,6 +9,7 @@ from typing import Callable, Protocol, overload
 
 from test_driver.duration import Duration
 from test_driver.machine import Machine
+from test_driver.polling_condition import PollingCondition
 from test_driver.vlan import VLan
 
 class AssertionTester(unittest.TestCase):
@@ -16,6 +17,8 @@ class AssertionTester(unittest.TestCase):
 
 class PollingConditionContext:
     """What `polling_condition` makes of a check: entered with `with`, or awaited."""
+
+    condition: PollingCondition
 
     def __enter__(self) -> None: ...
     def __exit__(

@@ -3,7 +3,10 @@
 import datetime
 from typing import Any
 
-class QMPAPIError(RuntimeError): ...
+class QMPAPIError(RuntimeError):
+    class_name: str
+    description: str
+    transaction_id: int | str | None
 
 class QMPSession:
     def send(self, cmd: str, args: dict[str, Any] = ...) -> dict[str, Any]: ...

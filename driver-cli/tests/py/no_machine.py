@@ -5,6 +5,7 @@ from test_driver.errors import RequestedAssertionFailed
 from test_driver.polling_condition import PollingCondition, PollingConditionError
 from test_driver.vlan import VLan
 from test_driver.machine.qmp import QMPAPIError
+from test_driver.qmp import QMPSession
 
 # must_raise: the three ways it fails, each in its own words.
 with must_raise("boom"):
