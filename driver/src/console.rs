@@ -13,6 +13,9 @@ pub(crate) struct Console {
     capacity: usize,
     /// Lines ever completed, so waiters can ask for "lines after number N".
     total: u64,
+    /// The number of the current boot's first line: the console's log is of this boot only, as
+    /// NixOS's `get_console_log` is (a machine started again starts a new log).
+    boot: u64,
 }
 
 impl Console {
@@ -22,7 +25,13 @@ impl Console {
             lines: VecDeque::new(),
             capacity,
             total: 0,
+            boot: 0,
         }
+    }
+
+    /// Starts the log of a new boot: what QEMU prints from now on.
+    pub(crate) fn start_boot(&mut self) {
+        self.boot = self.total;
     }
 
     /// Takes bytes read from the console and returns the lines they completed.
@@ -101,10 +110,12 @@ impl Console {
         String::from_utf8_lossy(&self.partial).into_owned()
     }
 
-    /// Every line kept, joined.
+    /// Every line kept of the current boot, joined.
     pub(crate) fn text(&self) -> String {
+        let first = self.total - self.lines.len() as u64;
+        let skip = self.boot.saturating_sub(first) as usize;
         let mut s = String::new();
-        for l in &self.lines {
+        for l in self.lines.iter().skip(skip) {
             s.push_str(l);
             s.push('\n');
         }
@@ -136,6 +147,27 @@ mod tests {
         assert_eq!(c.find_from(4, |l| l == "b"), None);
         assert_eq!(c.find_from(0, |l| l == "a"), None, "dropped from the ring");
         assert_eq!(c.total, 4);
+    }
+
+    #[test]
+    fn the_log_is_of_the_current_boot_and_ring_numbers_go_on() {
+        let mut c = Console::new(10);
+        c.feed(b"first boot\n");
+        assert_eq!(c.text(), "first boot\n");
+        c.start_boot();
+        assert_eq!(c.text(), "");
+        c.feed(b"second boot\n");
+        assert_eq!(c.text(), "second boot\n");
+        // Waiters still count lines since the first boot.
+        assert_eq!(
+            c.find_from(0, |l| l.contains("boot")),
+            Some((0, "first boot".into()))
+        );
+        let mut small = Console::new(1);
+        small.feed(b"a\nb\n");
+        small.start_boot();
+        small.feed(b"c\n");
+        assert_eq!(small.text(), "c\n");
     }
 
     #[test]

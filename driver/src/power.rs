@@ -139,7 +139,8 @@ impl Machine {
         })
     }
 
-    /// The serial console lines kept so far (the last 10 000).
+    /// The serial console lines of the current boot kept so far (at most the last 10 000): a
+    /// machine started again starts a new log, as NixOS's does.
     ///
     /// ```no_run
     /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {

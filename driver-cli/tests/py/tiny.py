@@ -3,6 +3,7 @@ import pathlib
 import tempfile
 import time
 from test_driver.polling_condition import PollingConditionError
+from test_driver.machine.qmp import QMPAPIError
 
 start_all()
 machine.connect()
@@ -22,6 +23,12 @@ with subtest("monitor and QMP"):
     assert reply["return"]["status"] == "running", reply
     with must_raise(r"\[CommandNotFound\]"):
         machine.qmp_client.send("no-such-command")
+    try:
+        machine.qmp_client.send("no-such-command")
+        raise AssertionError("expected QMPAPIError")
+    except QMPAPIError as error:  # as nixpkgs' qmp-api-error test reads it
+        assert error.class_name == "CommandNotFound" and error.description, vars(error)
+        assert error.transaction_id is None, error.transaction_id
     machine.qmp_client.send("stop")
     stop = machine.wait_for_qmp_event(lambda e: e["event"] == "STOP", timeout=30)
     assert stop["timestamp"]["seconds"] > 0, stop
@@ -111,6 +118,17 @@ with subtest("directories both ways"):
     assert (back / "top").read_text() == "top\n"
     machine.copy_from_vm("/tmp/tree/top")
     assert (driver.out_dir / "top").read_text() == "top\n"
+
+with subtest("the console log is of the current boot"):
+    machine.succeed("echo old-boot-mark >&2")
+    machine.wait_for_console_text("old-boot-mark")
+    assert "old-boot-mark" in machine.get_console_log()
+    machine.shutdown()
+    machine.start()
+    machine.succeed("echo new-boot-mark >&2")
+    machine.wait_for_console_text("new-boot-mark")
+    console = machine.get_console_log()
+    assert "new-boot-mark" in console and "old-boot-mark" not in console, console[-2000:]
 
 with subtest("outer step"):
     with subtest("inner step"):

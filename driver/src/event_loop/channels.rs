@@ -323,6 +323,7 @@ impl MachineIo {
             qmp: None,
         });
         self.exit = None;
+        self.console.start_boot();
         self.reset_shell();
         self.monitor = Monitor::new();
         self.monitor_events.clear();
