@@ -146,9 +146,7 @@ impl Machine {
         timeout: Duration,
         mut sink: Option<&mut OutputSink>,
     ) -> Result<(i32, Vec<u8>), Error> {
-        if let Some(before) = self.hooks().before_command {
-            before(self)?;
-        }
+        self.before_command()?;
         self.explained(None, || {
             self.connect()?;
             let mut core = self.core.borrow_mut();

@@ -115,6 +115,14 @@ impl Machine {
         *self.core.borrow_mut().ext.get::<Hooks>()
     }
 
+    /// Runs the hook due before a guest or monitor command (the polling conditions in force).
+    pub(crate) fn before_command(&self) -> Result<(), Error> {
+        match self.hooks().before_command {
+            Some(before) => before(self),
+            None => Ok(()),
+        }
+    }
+
     /// Runs `f`; if it fails, and no call around it gathers context already, attaches what the
     /// `explain` hook gathers about this machine (with `unit`'s status and journal when given).
     pub(crate) fn explained<T>(

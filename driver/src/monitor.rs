@@ -15,6 +15,8 @@ impl Machine {
     /// # }
     /// ```
     pub fn send_monitor_command(&self, command: &str) -> Result<String, Error> {
+        // As NixOS's: the polling conditions in force are checked first.
+        self.before_command()?;
         let _step = self.step(format!("monitor: {command}"));
         self.monitor_within(command, self.limit(None))
     }

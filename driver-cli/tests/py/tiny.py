@@ -95,6 +95,8 @@ with subtest("polling conditions"):
         machine.succeed(f"rm {marker}")
         with must_raise("Polling condition failed: the marker file exists", PollingConditionError):
             machine.succeed("true")
+        with must_raise("Polling condition failed: the marker file exists", PollingConditionError):
+            machine.send_monitor_command("info status")  # checked before it too, as NixOS's
     machine.succeed("true")  # out of the block: not checked
 
     @polling_condition
