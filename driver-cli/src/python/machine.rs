@@ -430,12 +430,8 @@ impl PyMachine {
         timeout: Secs,
         attempt_timeout: Option<Secs>,
     ) -> PyResult<String> {
-        call(py, || match duration(attempt_timeout) {
-            Some(a) => self
-                .m
-                .wait_until_succeeds_bounded(command, timeout.duration(), a),
-            None => self.m.wait_until_succeeds(command, timeout.duration()),
-        })
+        let (t, a) = (timeout.duration(), duration(attempt_timeout));
+        call(py, || self.m.wait_until_succeeds_bounded(command, t, a))
     }
 
     /// NixOS's `wait_until_fails`, with `attempt_timeout` as `wait_until_succeeds` has it.
@@ -447,12 +443,8 @@ impl PyMachine {
         timeout: Secs,
         attempt_timeout: Option<Secs>,
     ) -> PyResult<String> {
-        call(py, || match duration(attempt_timeout) {
-            Some(a) => self
-                .m
-                .wait_until_fails_bounded(command, timeout.duration(), a),
-            None => self.m.wait_until_fails(command, timeout.duration()),
-        })
+        let (t, a) = (timeout.duration(), duration(attempt_timeout));
+        call(py, || self.m.wait_until_fails_bounded(command, t, a))
     }
 
     // systemd.

@@ -108,14 +108,14 @@ pub fn register(e: &mut Engine, driver: &Driver) {
     e.register_fn(
         "wait_until_succeeds",
         |m: &mut Machine, c: &str, t: Dynamic, attempt: Dynamic| {
-            m.wait_until_succeeds_bounded(c, Some(secs(t)?), secs(attempt)?)
+            m.wait_until_succeeds_bounded(c, Some(secs(t)?), Some(secs(attempt)?))
                 .map_err(err)
         },
     );
     e.register_fn(
         "wait_until_fails",
         |m: &mut Machine, c: &str, t: Dynamic, attempt: Dynamic| {
-            m.wait_until_fails_bounded(c, Some(secs(t)?), secs(attempt)?)
+            m.wait_until_fails_bounded(c, Some(secs(t)?), Some(secs(attempt)?))
                 .map_err(err)
         },
     );

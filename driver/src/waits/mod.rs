@@ -87,18 +87,18 @@ impl Machine {
         command: &str,
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
-        let _step = self.step(format!("waiting for success: {command}"));
-        self.until_status(command, timeout, None, true)
+        self.wait_until_succeeds_bounded(command, timeout, None)
     }
 
     /// [`wait_until_succeeds`](Self::wait_until_succeeds) with each try bounded by `attempt`
     /// (NixOS's `attempt_timeout`): a try still running then is stopped in the guest and the
-    /// command tried again, so one that hangs at times cannot use up the whole wait.
+    /// command tried again, so one that hangs at times cannot use up the whole wait (`None`: a
+    /// try may take what is left of the wait).
     ///
     /// ```no_run
     /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
     /// use std::time::Duration;
-    /// vm.wait_until_succeeds_bounded("curl -sf http://server/", None, Duration::from_secs(5))?;
+    /// vm.wait_until_succeeds_bounded("curl -sf http://server/", None, Some(Duration::from_secs(5)))?;
     /// # Ok(())
     /// # }
     /// ```
@@ -106,10 +106,10 @@ impl Machine {
         &self,
         command: &str,
         timeout: Option<Duration>,
-        attempt: Duration,
+        attempt: Option<Duration>,
     ) -> Result<String, Error> {
         let _step = self.step(format!("waiting for success: {command}"));
-        self.until_status(command, timeout, Some(attempt), true)
+        self.until_status(command, timeout, attempt, true)
     }
 
     /// Runs `command` until it exits non-zero (default timeout); returns its output.
@@ -125,8 +125,7 @@ impl Machine {
         command: &str,
         timeout: Option<Duration>,
     ) -> Result<String, Error> {
-        let _step = self.step(format!("waiting for failure: {command}"));
-        self.until_status(command, timeout, None, false)
+        self.wait_until_fails_bounded(command, timeout, None)
     }
 
     /// [`wait_until_fails`](Self::wait_until_fails) with each try bounded by `attempt`, as
@@ -135,10 +134,10 @@ impl Machine {
         &self,
         command: &str,
         timeout: Option<Duration>,
-        attempt: Duration,
+        attempt: Option<Duration>,
     ) -> Result<String, Error> {
         let _step = self.step(format!("waiting for failure: {command}"));
-        self.until_status(command, timeout, Some(attempt), false)
+        self.until_status(command, timeout, attempt, false)
     }
 
     /// Runs `command` until its status is 0 (`success`) or not, each try within `attempt` (times
