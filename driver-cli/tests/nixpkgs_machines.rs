@@ -5,8 +5,9 @@
 //!
 //! Our own scripts (`tests/py/`) always run. nixpkgs' scripts (`nixos/tests/nixos-test-driver/`:
 //! `common.py` and the ten tests of its default.nix) are not ours to ship: they run only when
-//! `VMTD_NIXPKGS_SUITE` names a folder holding them, each as nixpkgs runs it (`cat common.py SCRIPT >
-//! testScript.py`, OCR enabled for ocr.py as its `enableOCR` does).
+//! `VMTD_NIXPKGS_SUITE` names a folder holding them, or the machine keeps them beside its cached
+//! guests (`~/.cache/vm-test-driver/nixpkgs-suite`), each as nixpkgs runs it (`cat common.py SCRIPT
+//! > testScript.py`, OCR enabled for ocr.py as its `enableOCR` does).
 
 mod common;
 
@@ -18,6 +19,25 @@ use tests::guest_dir;
 
 /// Names the folder holding nixpkgs' driver test scripts.
 const SUITE_VAR: &str = "VMTD_NIXPKGS_SUITE";
+
+/// Where a machine keeps nixpkgs' scripts when `SUITE_VAR` is not set: beside the cached guests,
+/// `${XDG_CACHE_HOME:-~/.cache}/vm-test-driver/nixpkgs-suite` (never in the repository).
+fn cached_suite() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("vm-test-driver/nixpkgs-suite")
+}
+
+/// The folder of nixpkgs' scripts: `SUITE_VAR`'s, else the cached one when it holds them.
+fn suite_dir() -> Option<PathBuf> {
+    match std::env::var_os(SUITE_VAR) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(cached_suite()).filter(|d| d.join("common.py").is_file()),
+    }
+}
 
 /// A run stops itself after this long (seconds), whatever hangs: a tty or X guest boots in under a
 /// minute under TCG, and each script's waits are bounded by their own timeouts.
@@ -150,15 +170,16 @@ fn x11_windows_screenshots_and_ocr() {
 #[test]
 fn nixpkgs_driver_tests_pass_verbatim() {
     // nixpkgs' tests write /tmp/exampleDir on the host; they run one after another.
-    let Some(suite) = std::env::var_os(SUITE_VAR) else {
+    let Some(suite) = suite_dir() else {
         eprintln!(
             "\n!!! NOT RUN: nixpkgs' own driver tests need {SUITE_VAR} naming a folder with nixpkgs' \
              nixos/tests/nixos-test-driver/{{common,low_level,files,systemd,power,polling_condition,\
-             driver,tty,networking,x11,ocr}}.py\n"
+             driver,tty,networking,x11,ocr}}.py (or that folder at {})\n",
+            cached_suite().display()
         );
         return;
     };
-    let suite = PathBuf::from(suite);
+    eprintln!("nixpkgs' driver tests from {}", suite.display());
     let common = std::fs::read(suite.join("common.py")).unwrap_or_else(|e| {
         panic!(
             "{SUITE_VAR}: cannot read common.py in {}: {e}",
