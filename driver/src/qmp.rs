@@ -221,6 +221,29 @@ impl Machine {
         self.wait_qmp_event(&format!("QMP event {name}"), &|e| e.name == name, timeout)
     }
 
+    /// The QMP events received and not yet looked at by a wait (or an earlier call), oldest first,
+    /// without waiting for more: NixOS's `qmp_client.events()`.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &driver::Machine) -> Result<(), driver::Error> {
+    /// for event in vm.take_qmp_events()? {
+    ///     println!("{} {}", event.name, event.data);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_qmp_events(&self) -> Result<Vec<QmpEvent>, Error> {
+        // One turn of the loop: events QEMU already sent are decoded.
+        self.idle(Duration::ZERO)?;
+        let mut core = self.core.borrow_mut();
+        let qmp = &mut core.io.vms[self.i].qmp;
+        let unseen: Vec<(u64, QmpEvent)> = qmp.unseen().cloned().collect();
+        if let Some((seq, _)) = unseen.last() {
+            qmp.cursor = seq + 1;
+        }
+        Ok(unseen.into_iter().map(|(_, e)| e).collect())
+    }
+
     /// The wait behind both public forms; `what` names the event awaited in errors.
     fn wait_qmp_event(
         &self,

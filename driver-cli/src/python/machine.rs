@@ -268,6 +268,13 @@ impl PyMachine {
         }
     }
 
+    /// vm-test-driver's: the QMP events received and not yet looked at, oldest first, without
+    /// waiting (what `qmp_client.events()` yields).
+    fn qmp_events(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let events = call(py, || self.m.take_qmp_events())?;
+        events.iter().map(|e| event_dict(py, e)).collect()
+    }
+
     /// NixOS's `wait_for_qmp_event(event_filter, timeout=600)`: the first QMP event (a dict with
     /// `event`, `data`, `timestamp`) `event_filter` accepts. Events are the driver's (see
     /// `driver::Machine::wait_for_qmp_event`): those not looked at by an earlier wait come first.

@@ -410,6 +410,11 @@ class QMPSession:
         """Runs the QMP command; QEMU's reply (`{"return": …}`), or `QMPAPIError`."""
         return {"return": self._machine.qmp_command(cmd, args or None)}
 
+    def events(self, timeout=10):
+        """The events received and not yet looked at, oldest first; it does not wait for more
+        (NixOS's neither: its `timeout` is never waited)."""
+        yield from self._machine.qmp_events()
+
     def wait_for_event(self, timeout=None):
         """The next QMP event (`timeout` a `datetime.timedelta`, 10 s if not given)."""
         seconds = 10 if timeout is None else timeout.total_seconds()

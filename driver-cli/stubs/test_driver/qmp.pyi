@@ -1,6 +1,7 @@
 """NixOS's QMP session of a machine (`machine.qmp_client`)."""
 
 import datetime
+from collections.abc import Iterator
 from typing import Any
 
 class QMPAPIError(RuntimeError):
@@ -11,3 +12,4 @@ class QMPAPIError(RuntimeError):
 class QMPSession:
     def send(self, cmd: str, args: dict[str, Any] = ...) -> dict[str, Any]: ...
     def wait_for_event(self, timeout: datetime.timedelta = ...) -> dict[str, Any]: ...
+    def events(self, timeout: int = 10) -> Iterator[dict[str, Any]]: ...

@@ -34,6 +34,16 @@ with subtest("monitor and QMP"):
     assert stop["timestamp"]["seconds"] > 0, stop
     machine.qmp_client.send("cont")
     assert machine.qmp_client.wait_for_event()["event"] == "RESUME"
+    machine.qmp_client.send("stop")
+    machine.qmp_client.send("cont")
+    machine.wait_for_qmp_event(lambda e: e["event"] == "RESUME", timeout=30)
+    assert list(machine.qmp_client.events()) == []  # the wait looked at both
+    machine.qmp_client.send("stop")
+    machine.qmp_client.send("cont")
+    machine.sleep(1)  # QEMU's events reach the driver meanwhile
+    names = [e["event"] for e in machine.qmp_client.events()]
+    assert [n for n in names if n in ("STOP", "RESUME")] == ["STOP", "RESUME"], names
+    assert list(machine.qmp_client.events()) == []  # taken once
     with must_raise("no such key", KeyError):
         machine.qmp_client.send("stop")
         machine.wait_for_qmp_event(lambda e: e["no such key"] and False, timeout=30)
