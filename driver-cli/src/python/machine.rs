@@ -4,7 +4,7 @@
 use super::calls::{call, unlocked};
 use super::duration::{duration, Secs};
 use super::errors::{driver_error, raise};
-use crate::interact::{interact, Target};
+use crate::interact::{interact, interact_via_socat, Target};
 use driver::{Driver, Machine};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -221,17 +221,22 @@ impl PyMachine {
         call(py, || self.m.send_monitor_command(command)).map(|reply| reply + "(qemu) ")
     }
 
-    /// NixOS's `shell_interact()`: lines typed on the terminal run in the backdoor root shell
-    /// until end of input. Without a terminal on stdin (an unattended run) it returns at once.
+    /// NixOS's `shell_interact(address=None)`: lines typed on the terminal run in the backdoor
+    /// root shell until end of input (without a terminal on stdin, an unattended run, it returns
+    /// at once); with a socat `address` (`"TCP-LISTEN:4444"`), lines from there, the output sent
+    /// back, until that side closes.
     #[pyo3(signature = (address=None))]
     fn shell_interact(&self, py: Python<'_>, address: Option<&str>) -> PyResult<()> {
-        if let Some(address) = address {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "shell_interact(address={address:?}): only the terminal is supported here, \
-                 not a socat address"
-            )));
-        }
-        self.interact(py, Target::Shell)
+        let Some(address) = address else {
+            return self.interact(py, Target::Shell);
+        };
+        unlocked(py, || {
+            interact_via_socat(&self.env.driver, &self.m, address)
+        })
+        .map_err(|e| match e.downcast::<driver::Error>() {
+            Ok(e) => driver_error(py, e),
+            Err(e) => pyo3::exceptions::PyOSError::new_err(format!("{e:#}")),
+        })
     }
 
     /// NixOS's `console_interact()`: lines typed on the terminal go to the serial console until

@@ -91,6 +91,19 @@ with subtest("interaction returns without a terminal"):
     machine.shell_interact()
     machine.console_interact()
 
+with subtest("shell_interact with a socat address"):
+    # The other side sends a command, reads its output back into a file, and closes.
+    reply = driver.out_dir / "socat-reply"
+    other_side = driver.out_dir / "other-side.sh"
+    other_side.write_text(
+        "printf 'echo from-socat; uname -s\\n'\n"
+        f"read -r a; read -r b; echo $a $b > {reply}\n"
+    )
+    machine.shell_interact(f"SYSTEM:sh {other_side}")
+    assert reply.read_text() == "from-socat Linux\n", reply.read_text()
+    with must_raise(r"socat \"NO-SUCH-ADDRESS-TYPE:x\" failed \(exit status 1\)", OSError):
+        machine.shell_interact("NO-SUCH-ADDRESS-TYPE:x")
+
 with subtest("polling conditions"):
     marker = "/tmp/keep-me"
     machine.succeed(f"touch {marker}")
