@@ -107,7 +107,7 @@ pub struct RunArgs {
     /// Run the script, not a REPL (undoes an earlier --interactive).
     #[arg(long, overrides_with = "interactive")]
     pub no_interactive: bool,
-    /// Run up to N test scripts at once (default 1); needs a directory of test scripts.
+    /// Run up to N test scripts at once (default 1); needs a directory or a list of test scripts.
     #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// Run only share K of N of the directory's test scripts: with the scripts sorted by file name,
@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// and `*.py` files each run in a driver of their own;
     /// put it after `--` when it follows a list option. [env: testScript]
     pub test_script: Option<PathBuf>,
+    /// More test scripts: then each of them runs in a driver of its own, as a directory's do
+    /// (with --jobs and --partition, in the order given).
+    #[arg(value_name = "MORE_SCRIPTS")]
+    pub more_scripts: Vec<PathBuf>,
     #[command(flatten)]
     pub nixos: NixosArgs,
 }

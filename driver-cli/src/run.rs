@@ -64,7 +64,24 @@ pub fn exec(
 pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure> {
     nixos_args::resolve(&mut args, &nixos_args::process_env)?;
     if let Some(dir) = args.test_script.as_deref().filter(|p| p.is_dir()) {
+        if let Some(more) = args.more_scripts.first() {
+            return Err(usage(&format!(
+                "give a directory of test scripts or a list of them, not both ({} and {})",
+                dir.display(),
+                more.display()
+            )));
+        }
         return suite::run(&args, dir);
+    }
+    if let Some(first) = args
+        .test_script
+        .clone()
+        .filter(|_| !args.more_scripts.is_empty())
+    {
+        let list: Vec<PathBuf> = std::iter::once(first)
+            .chain(args.more_scripts.iter().cloned())
+            .collect();
+        return suite::run_list(&args, &list);
     }
     if args.jobs.is_some() || args.partition.is_some() {
         let given = match &args.test_script {
@@ -72,7 +89,7 @@ pub fn run_script(mut args: RunArgs, out: &'static Output) -> Result<(), Failure
             None => String::new(),
         };
         return Err(usage(&format!(
-            "--jobs and --partition need a directory of test scripts{given}"
+            "--jobs and --partition need a directory or a list of test scripts{given}"
         )));
     }
     let path = match args.test_script {

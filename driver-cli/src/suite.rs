@@ -1,5 +1,6 @@
-//! Running a directory of test scripts: each script in a child process of this binary (its own
-//! driver, state directory and machines), at most `--jobs` at once, only the `--partition`'s share.
+//! Running a directory (or a list) of test scripts: each script in a child process of this binary
+//! (its own driver, state directory and machines), at most `--jobs` at once, only the
+//! `--partition`'s share.
 //!
 //! A child is this executable run on one script with the run's options, its files put where they
 //! cannot collide (`<output dir>/<stem>/`, `<report>/<stem>/`, a JUnit file of its own that the
@@ -41,14 +42,44 @@ fn collect(dir: &Path) -> anyhow::Result<Vec<Script>> {
         .with_context(|| format!("cannot list the test scripts in {}", dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| (e.file_name(), e.path()))
-        .filter(|(name, path)| {
-            let suffix = Path::new(name).extension().and_then(OsStr::to_str);
-            suffix.is_some_and(|s| SUFFIXES.contains(&s)) && path.is_file()
-        })
+        .filter(|(name, path)| is_script(Path::new(name)) && path.is_file())
         .collect();
     found.sort();
+    Ok(named(found))
+}
+
+/// The scripts given on the command line, in their order; each must be a `.rhai` or `.py` file,
+/// and no two may have the same file name (their output would share a directory).
+fn listed(paths: &[PathBuf]) -> anyhow::Result<Vec<Script>> {
+    let mut found: Vec<(OsString, PathBuf)> = Vec::new();
+    for path in paths {
+        let name = path.file_name().unwrap_or_default().to_owned();
+        anyhow::ensure!(
+            is_script(path) && path.is_file(),
+            "{} is not a test script (a .rhai or .py file)",
+            path.display()
+        );
+        anyhow::ensure!(
+            !found.iter().any(|(n, _)| *n == name),
+            "two test scripts are named {}: their output would share a directory",
+            name.to_string_lossy()
+        );
+        found.push((name, path.clone()));
+    }
+    Ok(named(found))
+}
+
+/// Whether `path` has a test script's suffix.
+fn is_script(path: &Path) -> bool {
+    let suffix = path.extension().and_then(OsStr::to_str);
+    suffix.is_some_and(|s| SUFFIXES.contains(&s))
+}
+
+/// The scripts `(file name, path)`, each named by its stem unless a script of the other kind
+/// shares it.
+fn named(found: Vec<(OsString, PathBuf)>) -> Vec<Script> {
     let stem = |path: &Path| path.file_stem().unwrap_or_default().to_owned();
-    Ok(found
+    found
         .iter()
         .map(|(name, path)| {
             // `web.rhai` and `web.py` would share the stem's output directory and JUnit file.
@@ -59,7 +90,7 @@ fn collect(dir: &Path) -> anyhow::Result<Vec<Script>> {
                 path: path.clone(),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The command line of the child that runs `script`: the run's options, with every per-run path
@@ -138,23 +169,34 @@ struct Running {
 /// Runs the `*.rhai` and `*.py` scripts in `dir` (the test script given), the partition's share of them, at
 /// most `--jobs` at once, and prints a summary. Exit: 0 all passed, 1 any failed.
 pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
-    if args.interactive {
-        return Err(usage(&format!(
-            "--interactive takes one test script, not the directory {}",
-            dir.display()
-        )));
-    }
-    if args.coverage_report && args.network.output_dir.is_none() {
-        return Err(usage(
-            "--coverage-report needs --output-dir: the coverage data is collected there",
-        ));
-    }
     let all = collect(dir).map_err(Failure::Setup)?;
     if all.is_empty() {
         return Err(usage(&format!(
             "{} holds no test script (*.rhai, *.py)",
             dir.display()
         )));
+    }
+    run_scripts(args, all, &dir.display().to_string())
+}
+
+/// Runs the scripts `paths` given on the command line as [`run`] runs a directory's, in their
+/// order (which `--partition` shares out).
+pub fn run_list(args: &RunArgs, paths: &[PathBuf]) -> Result<(), Failure> {
+    let all = listed(paths).map_err(|e| usage(&format!("{e:#}")))?;
+    run_scripts(args, all, "the command line")
+}
+
+/// Runs `all` (the scripts of `whence`), the partition's share of them.
+fn run_scripts(args: &RunArgs, all: Vec<Script>, whence: &str) -> Result<(), Failure> {
+    if args.interactive {
+        return Err(usage(&format!(
+            "--interactive takes one test script, not those of {whence}"
+        )));
+    }
+    if args.coverage_report && args.network.output_dir.is_none() {
+        return Err(usage(
+            "--coverage-report needs --output-dir: the coverage data is collected there",
+        ));
     }
     let total = all.len();
     let scripts: Vec<Script> = match args.partition {
@@ -172,17 +214,15 @@ pub fn run(args: &RunArgs, dir: &Path) -> Result<(), Failure> {
     };
     if scripts.is_empty() {
         log::info!(
-            "partition {} holds none of the {total} test scripts in {}: nothing to run",
+            "partition {} holds none of the {total} test scripts of {whence}: nothing to run",
             args.partition.map(|p| p.to_string()).unwrap_or_default(),
-            dir.display()
         );
         return Ok(());
     }
     let jobs = args.jobs.unwrap_or(1);
     log::info!(
-        "running {} test scripts of {}{share}, up to {jobs} at once",
+        "running {} test scripts of {whence}{share}, up to {jobs} at once",
         scripts.len(),
-        dir.display()
     );
     let exe = std::env::current_exe()
         .context("cannot find this executable to run the test scripts with")
@@ -454,5 +494,32 @@ mod tests {
         let stems: Vec<String> = collect(&dir).unwrap().into_iter().map(|s| s.stem).collect();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(stems, ["B", "a", "b.py", "b.rhai", "d"]);
+    }
+
+    #[test]
+    fn a_list_keeps_its_order_and_refuses_what_is_not_a_script_or_a_name_twice() {
+        let dir = std::env::temp_dir().join(format!("vmtd-list-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        std::fs::create_dir_all(dir.join("dir.py")).unwrap();
+        for f in ["b.rhai", "a.py", "b.py", "notes.txt", "x/a.py"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let list = |names: &[&str]| {
+            let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+            listed(&paths).map(|l| l.into_iter().map(|s| s.stem).collect::<Vec<_>>())
+        };
+        assert_eq!(list(&["b.rhai", "a.py"]).unwrap(), ["b", "a"]);
+        assert_eq!(list(&["b.py", "b.rhai"]).unwrap(), ["b.py", "b.rhai"]);
+        let err = |names: &[&str]| format!("{:#}", list(names).unwrap_err());
+        assert!(err(&["a.py", "notes.txt"])
+            .ends_with("notes.txt is not a test script (a .rhai or .py file)"));
+        assert!(err(&["a.py", "dir.py"]).contains("dir.py is not a test script"));
+        assert!(err(&["a.py", "missing.py"]).contains("missing.py is not a test script"));
+        assert_eq!(
+            err(&["a.py", "x/a.py"]),
+            "two test scripts are named a.py: their output would share a directory"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

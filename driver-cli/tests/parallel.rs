@@ -102,6 +102,41 @@ fn partitions_run_every_script_exactly_once() {
 }
 
 #[test]
+fn a_list_of_scripts_runs_as_a_directory_does_in_its_order() {
+    let dir = seven_scripts("list");
+    let script = |n: &str| dir.join(format!("{n}.rhai")).to_str().unwrap().to_string();
+    // golf, alpha, echo: given out of order; partition 2/2 is the second of them, alpha.
+    let (g, a, e) = (script("golf"), script("alpha"), script("echo"));
+    let o = run(&["-j", "2", "--", &g, &a, &e]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let got: Vec<String> = ran(&err).into_keys().collect();
+    assert_eq!(got, ["alpha", "echo", "golf"], "{err}");
+    assert!(err.contains("3 passed, 0 failed"), "{err}");
+    let o = run(&["--partition", "2/2", "--", &g, &a, &e]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(
+        ran(&err).into_keys().collect::<Vec<_>>(),
+        ["alpha"],
+        "{err}"
+    );
+    // A directory and scripts together are refused, as is a file that is no script.
+    let o = run(&["--", path(&dir), &g]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("not both"), "{}", text(&o.stderr));
+    let notes = dir.join("notes.txt");
+    let o = run(&["--", &g, path(&notes)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("notes.txt is not a test script"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+}
+
+#[test]
 fn jobs_run_every_script_once_with_outputs_of_their_own_and_a_summary() {
     let dir = seven_scripts("jobs");
     let base = dir.parent().unwrap();
@@ -297,7 +332,7 @@ fn bad_jobs_and_partitions_are_usage_errors_naming_the_value() {
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(
-            err.contains("need a directory of test scripts") && err.contains("alpha.rhai"),
+            err.contains("need a directory or a list of test scripts") && err.contains("alpha.rhai"),
             "{err}"
         );
     }
