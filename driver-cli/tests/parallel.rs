@@ -332,7 +332,8 @@ fn bad_jobs_and_partitions_are_usage_errors_naming_the_value() {
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(
-            err.contains("need a directory or a list of test scripts") && err.contains("alpha.rhai"),
+            err.contains("need a directory or a list of test scripts")
+                && err.contains("alpha.rhai"),
             "{err}"
         );
     }
