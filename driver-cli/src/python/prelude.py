@@ -291,13 +291,17 @@ class PollingCondition:
     ):
         self.condition = condition
         self.interval = _interval(seconds_interval, interval)
-        self.seconds_interval = self.interval.total_seconds()
         if description is not None:
             self.description = str(description)
         elif condition.__doc__:
             self.description = condition.__doc__
         else:
             self.description = condition.__name__
+
+    @property
+    def seconds_interval(self):
+        """The interval in seconds (older NixOS's attribute)."""
+        return self.interval.total_seconds()
 
     def check(self, force=False):
         """Runs the check: `None` or a true value holds; `False` or an `Exception` does not."""
@@ -416,8 +420,8 @@ class QMPSession:
         yield from self._machine.qmp_events()
 
     def wait_for_event(self, timeout=None):
-        """The next QMP event (`timeout` a `datetime.timedelta`, 10 s if not given)."""
-        seconds = 10 if timeout is None else timeout.total_seconds()
+        """The next QMP event (`timeout` a duration, 10 s if not given)."""
+        seconds = 10 if timeout is None else as_seconds(timeout)
         return self._machine.wait_for_qmp_event(lambda event: True, seconds)
 
 

@@ -33,7 +33,7 @@ with subtest("monitor and QMP"):
     stop = machine.wait_for_qmp_event(lambda e: e["event"] == "STOP", timeout=30)
     assert stop["timestamp"]["seconds"] > 0, stop
     machine.qmp_client.send("cont")
-    assert machine.qmp_client.wait_for_event()["event"] == "RESUME"
+    assert machine.qmp_client.wait_for_event(10)["event"] == "RESUME"  # seconds, as NixOS's
     machine.qmp_client.send("stop")
     machine.qmp_client.send("cont")
     machine.wait_for_qmp_event(lambda e: e["event"] == "RESUME", timeout=30)
